@@ -1,0 +1,1 @@
+"""Collectors: one module per signal family, each reading its sources through parameters."""
