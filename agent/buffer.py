@@ -1,0 +1,110 @@
+"""The ring buffer: recent samples of every series, in RAM only, in fixed-size numeric arrays.
+
+All series share one time axis (one slot per collection cycle). Each series owns an
+``array('d')`` of ``capacity`` floats, NaN where the series had no sample in that cycle. At most
+``max_series`` series exist, so the memory bound is known at start-up:
+``(max_series + 1) * capacity * 8`` bytes. A new series past the bound first evicts one that has
+had no sample for a whole window; if none is stale, the new series is not kept (and counted).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+
+from agent.samples import Sample, SeriesKey
+
+_NAN = float("nan")
+
+
+class RingBuffer:
+    def __init__(self, capacity: int, max_series: int = 512) -> None:
+        if capacity < 2:
+            raise ValueError("capacity must be at least 2 slots")
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.capacity = capacity
+        self.max_series = max_series
+        self._times = array("d", [_NAN]) * capacity
+        self._series: dict[SeriesKey, array[float]] = {}
+        self._last_slot: dict[SeriesKey, int] = {}
+        self._cycles = 0
+        self.rejected_series = 0
+
+    # -- sizes -----------------------------------------------------------------------------
+    @property
+    def bound_bytes(self) -> int:
+        """The most this buffer can ever hold, known at start-up."""
+        return (self.max_series + 1) * self.capacity * self._times.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """What it holds now (the numeric arrays; dict overhead is small and bounded)."""
+        return (len(self._series) + 1) * self.capacity * self._times.itemsize
+
+    @property
+    def series_count(self) -> int:
+        return len(self._series)
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(self, ts: float, samples: Sequence[Sample]) -> None:
+        """Store one cycle. Series without a sample this cycle get NaN in its slot."""
+        slot = self._cycles % self.capacity
+        self._cycles += 1
+        self._times[slot] = ts
+        for values in self._series.values():
+            values[slot] = _NAN
+        for sample in samples:
+            key = SeriesKey(sample.metric, sample.labels)
+            values = self._series.get(key)
+            if values is None:
+                values = self._allocate(key)
+                if values is None:
+                    continue
+            values[slot] = sample.value
+            self._last_slot[key] = self._cycles
+
+    def _allocate(self, key: SeriesKey) -> array[float] | None:
+        if len(self._series) >= self.max_series and not self._evict_stale():
+            self.rejected_series += 1
+            return None
+        values = array("d", [_NAN]) * self.capacity
+        self._series[key] = values
+        return values
+
+    def _evict_stale(self) -> bool:
+        oldest = min(self._last_slot, key=self._last_slot.__getitem__, default=None)
+        if oldest is None or self._cycles - self._last_slot[oldest] < self.capacity:
+            return False
+        del self._series[oldest]
+        del self._last_slot[oldest]
+        return True
+
+    # -- reading ---------------------------------------------------------------------------
+    def values(self, key: SeriesKey, since: float, until: float) -> list[float]:
+        """The series' values with a timestamp in [since, until], oldest first."""
+        values = self._series.get(key)
+        if values is None:
+            return []
+        out: list[float] = []
+        count = min(self._cycles, self.capacity)
+        start = self._cycles - count
+        for n in range(start, self._cycles):
+            slot = n % self.capacity
+            ts = self._times[slot]
+            if since <= ts <= until:
+                value = values[slot]
+                if not math.isnan(value):
+                    out.append(value)
+        return out
+
+    def latest(self, key: SeriesKey) -> float | None:
+        values = self._series.get(key)
+        if values is None or self._cycles == 0:
+            return None
+        value = values[(self._cycles - 1) % self.capacity]
+        return None if math.isnan(value) else value
+
+    def series(self) -> list[SeriesKey]:
+        return list(self._series)
