@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, StrictInt, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -65,7 +65,7 @@ class AgentSettings(BaseSettings):
     vpn_interfaces: list[str] = Field(
         default_factory=list, description="Tunnel interfaces that must be up (e.g. wg0, tun0)"
     )
-    vpn_ports: list[int | str] = Field(
+    vpn_ports: list[StrictInt | str] = Field(
         default_factory=list,
         description='Local ports the VPN service listens on: 1194, "udp/51820", "tcp/443"',
     )
