@@ -9,7 +9,6 @@ had no sample for a whole window; if none is stale, the new series is not kept (
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Sequence
 
@@ -83,20 +82,26 @@ class RingBuffer:
 
     # -- reading ---------------------------------------------------------------------------
     def values(self, key: SeriesKey, since: float, until: float) -> list[float]:
-        """The series' values with a timestamp in [since, until], oldest first."""
+        """The series' values with a timestamp in [since, until], oldest first.
+
+        Walks back from the newest slot and stops at the first slot older than ``since``, so a
+        short window costs a few slots, not the whole capacity."""
         values = self._series.get(key)
         if values is None:
             return []
         out: list[float] = []
-        count = min(self._cycles, self.capacity)
-        start = self._cycles - count
-        for n in range(start, self._cycles):
-            slot = n % self.capacity
-            ts = self._times[slot]
-            if since <= ts <= until:
+        times = self._times
+        capacity = self.capacity
+        for n in range(self._cycles - 1, max(-1, self._cycles - 1 - capacity), -1):
+            slot = n % capacity
+            ts = times[slot]
+            if ts < since:
+                break
+            if ts <= until:
                 value = values[slot]
-                if not math.isnan(value):
+                if value == value:  # not NaN
                     out.append(value)
+        out.reverse()
         return out
 
     def latest(self, key: SeriesKey) -> float | None:
@@ -104,7 +109,7 @@ class RingBuffer:
         if values is None or self._cycles == 0:
             return None
         value = values[(self._cycles - 1) % self.capacity]
-        return None if math.isnan(value) else value
+        return None if value != value else value
 
     def series(self) -> list[SeriesKey]:
         return list(self._series)

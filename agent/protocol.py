@@ -15,11 +15,12 @@ peer cannot make the other side hold unbounded data.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 STREAM_PATH = "/api/v1/agent/stream"
 MAX_AGENT_FRAME_BYTES = 512 * 1024
 """Largest message an agent may send (a metrics frame of a big node stays far below)."""
@@ -35,6 +36,7 @@ EventId = Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=
 Coarsened = Annotated[str, StringConstraints(pattern=r"^<[0-9]{1,3}$")]
 """A small count sent as "below k", e.g. "<5"."""
 Text = Annotated[str, StringConstraints(max_length=1024)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 Severity = Literal["info", "warning", "critical"]
 AlertStatus = Literal["firing", "resolved"]
 
@@ -48,7 +50,7 @@ class WireSample(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     m: Name
     l: dict[Name, LabelValue] = Field(default_factory=dict, max_length=8)  # noqa: E741
-    v: float | Coarsened = Field(allow_inf_nan=False)
+    v: Finite | Coarsened
 
 
 class AlertEvent(BaseModel):
@@ -63,12 +65,12 @@ class AlertEvent(BaseModel):
     severity: Severity
     metric: Name
     labels: dict[Name, LabelValue] = Field(default_factory=dict, max_length=8)
-    value: float | Coarsened | None = Field(default=None, allow_inf_nan=False)
+    value: Finite | Coarsened | None = None
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     summary: Text = ""
-    started_at: float
-    ended_at: float | None = None
-    ts: float
+    started_at: float = Field(allow_inf_nan=False)
+    ended_at: float | None = Field(default=None, allow_inf_nan=False)
+    ts: float = Field(allow_inf_nan=False)
     """When the agent produced this event (seconds since the epoch)."""
 
 
@@ -84,7 +86,7 @@ class Hello(_Message):
 class Metrics(_Message):
     type: Literal["metrics"] = "metrics"
     seq: int = Field(ge=0)
-    ts: float
+    ts: float = Field(allow_inf_nan=False)
     samples: list[WireSample] = Field(max_length=MAX_SAMPLES)
 
 
@@ -95,7 +97,7 @@ class Alert(_Message):
 
 class Ping(_Message):
     type: Literal["ping"] = "ping"
-    ts: float
+    ts: float = Field(allow_inf_nan=False)
     reply: bool = False
 
 
@@ -120,6 +122,9 @@ _agent_adapter: TypeAdapter[Hello | Metrics | Alert | Ping] = TypeAdapter(AgentM
 _server_adapter: TypeAdapter[Ack | Config | Ping] = TypeAdapter(ServerMessage)
 
 
+_QUOTED = re.compile(r"'[^']*'")
+
+
 class ProtocolError(ValueError):
     """A message that is not valid JSON, too large, or does not match the models."""
 
@@ -129,19 +134,21 @@ def _loads(raw: str | bytes, limit: int) -> Any:
         raise ProtocolError(f"message of {len(raw)} bytes exceeds the {limit}-byte limit")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"not JSON: {exc.__class__.__name__}") from None
     if not isinstance(data, dict):
         raise ProtocolError("message is not a JSON object")
     if data.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {str(data.get('v'))[:16]!r}")
+        raise ProtocolError("unsupported or missing protocol version 'v'")
     return data
 
 
 def _describe(exc: ValidationError) -> str:
     first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "message"
-    return f"{where}: {first['msg']}"
+    where = ".".join(str(p) for p in first["loc"])[:80] or "message"
+    # pydantic quotes parts of the input in some messages; never echo peer input.
+    message = _QUOTED.sub("'…'", first["msg"])[:120]
+    return f"{where}: {message}"
 
 
 def parse_server_message(raw: str | bytes) -> Ack | Config | Ping:
