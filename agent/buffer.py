@@ -52,15 +52,13 @@ class RingBuffer:
         slot = self._cycles % self.capacity
         self._cycles += 1
         self._times[slot] = ts
-        for values in self._series.values():
-            values[slot] = _NAN
+        for column in self._series.values():
+            column[slot] = _NAN
         for sample in samples:
             key = SeriesKey(sample.metric, sample.labels)
-            values = self._series.get(key)
+            values = self._series.get(key) or self._allocate(key)
             if values is None:
-                values = self._allocate(key)
-                if values is None:
-                    continue
+                continue
             values[slot] = sample.value
             self._last_slot[key] = self._cycles
 

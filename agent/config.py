@@ -76,9 +76,7 @@ class AgentSettings(BaseSettings):
         default=3600, ge=60, le=86400, description="History kept in RAM per series"
     )
     max_series: int = Field(default=512, ge=16, le=10000, description="Series kept in RAM")
-    peer_k: int = Field(
-        default=5, ge=2, le=100, description="Counts below this are sent as '<k'"
-    )
+    peer_k: int = Field(default=5, ge=2, le=100, description="Counts below this are sent as '<k'")
     outbox_size: int = Field(
         default=1000, ge=10, le=100000, description="Unacked alert events kept"
     )
@@ -214,8 +212,7 @@ def load_settings(config_file: Path | None = None) -> AgentSettings:
     errors = [
         f"{name}: unknown setting (known: {', '.join(sorted(known))})"
         for name in env
-        if name.upper().startswith(ENV_PREFIX)
-        and name[len(ENV_PREFIX) :].lower() not in known
+        if name.upper().startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].lower() not in known
     ]
     errors += [
         f"{source}: key {key!r}: unknown setting (known: {', '.join(sorted(known))})"

@@ -9,6 +9,7 @@ SIGHUP reloads rules), systemd notify, the optional Prometheus exposition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ from agent.metrics import METRICS
 from agent.outbox import Outbox
 from agent.privacy import PrivacyGate, default_is_tunnel
 from agent.protocol import Alert, AlertEvent, Config, Hello, Metrics, WireSample
-from agent.rules import RuleSet, RulesError, load_rules, rules_from_dicts
+from agent.rules import RulesError, RuleSet, load_rules, rules_from_dicts
 from agent.samples import Collector, Sample, SeriesKey
 from agent.stream import StreamClient
 from agent.systemd import Notifier
@@ -226,8 +227,11 @@ class Agent:
             await self._loop()
             notifier.notify("STOPPING=1")
             if self.stream is not None and len(self.outbox):
-                log.info("draining %d unacked alert events (up to %.0fs)", len(self.outbox),
-                         DRAIN_SECONDS)
+                log.info(
+                    "draining %d unacked alert events (up to %.0fs)",
+                    len(self.outbox),
+                    DRAIN_SECONDS,
+                )
                 if not await self.stream.drain(DRAIN_SECONDS):
                     log.warning("%d alert events were not acked before exit", len(self.outbox))
         finally:
@@ -258,10 +262,8 @@ class Agent:
             if delay < 0:  # fell behind (suspend, slow disk): skip, don't burst
                 next_at = time.monotonic()
                 delay = 0
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     async def _watchdog(self, notifier: Notifier) -> None:
         assert notifier.watchdog_interval
@@ -282,7 +284,9 @@ async def check_once(agent: Agent, settle: float = 1.0) -> dict[str, object]:
     samples = await asyncio.to_thread(agent.collect, now)
     frame, events = agent.process(now, samples)
     messages: list[object] = []
-    for message in (agent.hello(), frame, *(Alert(event=e) for e in events)):
+    outgoing: list[Hello | Metrics | Alert] = [agent.hello(), frame]
+    outgoing += [Alert(event=e) for e in events]
+    for message in outgoing:
         gated = agent.gate.filter(message)
         if gated is not None:
             messages.append(json.loads(gated.model_dump_json()))

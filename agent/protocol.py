@@ -30,9 +30,13 @@ MAX_SAMPLES = 2000
 MAX_ACK_IDS = 1000
 MAX_PUSHED_RULES = 200
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:+/-]+$")]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:+/-]+$")
+]
 LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-EventId = Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+EventId = Annotated[
+    str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
 Coarsened = Annotated[str, StringConstraints(pattern=r"^<[0-9]{1,3}$")]
 """A small count sent as "below k", e.g. "<5"."""
 Text = Annotated[str, StringConstraints(max_length=1024)]

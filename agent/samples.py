@@ -31,7 +31,7 @@ class SeriesKey(NamedTuple):
     labels: Labels
 
 
-class SourceUnavailable(Exception):  # noqa: N818 - reads better at the raise site
+class SourceUnavailable(Exception):
     """A collector's source cannot be read (missing module, no permission, not Linux...).
 
     The collector's signals become absent; the runner logs the reason once and carries on.

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -93,7 +92,7 @@ def cycle_cpu_ms(cycles: int) -> list[float]:
     for n in range(cycles + 2):
         started = time.process_time()
         now = time.time()
-        frame, events = agent.process(now, agent.collect(now))
+        frame, _events = agent.process(now, agent.collect(now))
         agent.gate.filter(frame)
         spent = (time.process_time() - started) * 1000
         if n >= 2:  # the first cycles warm caches and have no rates yet
@@ -116,9 +115,9 @@ async def measure(seconds: float) -> dict[str, float]:
     }
     agent_cmd = [sys.executable, "-m", "agent.cli", "run"]
     with tempfile.TemporaryDirectory() as empty:
-        agent = subprocess.Popen(agent_cmd, env=env, cwd=empty)
-        baseline = subprocess.Popen(
-            [sys.executable, "-c", BASELINE.format(seconds=seconds + 10)], cwd=empty
+        agent = await asyncio.create_subprocess_exec(*agent_cmd, env=env, cwd=empty)
+        baseline = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", BASELINE.format(seconds=seconds + 10), cwd=empty
         )
         try:
             await asyncio.sleep(3)  # start-up (imports) is not steady-state overhead
@@ -130,8 +129,8 @@ async def measure(seconds: float) -> dict[str, float]:
         finally:
             for proc in (agent, baseline):
                 proc.terminate()
-            exit_code = await asyncio.to_thread(agent.wait, 15)
-            await asyncio.to_thread(baseline.wait, 15)
+            exit_code = await asyncio.wait_for(agent.wait(), 15)
+            await asyncio.wait_for(baseline.wait(), 15)
             await sink.stop()
     elapsed = t1 - t0
     return {
@@ -158,9 +157,7 @@ def main() -> int:
     result["cpu_ratio_vs_baseline"] = result["agent_cpu_percent"] / max(
         result["baseline_cpu_percent"], 0.01
     )
-    result["rss_ratio_vs_baseline"] = (
-        result["agent_peak_rss_mib"] / result["baseline_peak_rss_mib"]
-    )
+    result["rss_ratio_vs_baseline"] = result["agent_peak_rss_mib"] / result["baseline_peak_rss_mib"]
     print("agent_overhead (interval 1 s, buffer 3600 s)")
     print(f"  run                {result['seconds']} s, {result['frames_received']} frames")
     print(

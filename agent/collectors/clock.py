@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Callable, Sequence
 
@@ -55,7 +54,8 @@ def read_adjtimex() -> tuple[int, int, float]:
     """
     global _libc_adjtimex
     if _libc_adjtimex is None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The process's own symbols include libc's (ctypes.util.find_library would spawn).
+        libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.adjtimex
         fn.argtypes = (ctypes.POINTER(_Timex),)
         fn.restype = ctypes.c_int

@@ -182,6 +182,8 @@ class DiskCollector:
         if result is None or not reading:
             return True
         elapsed, d = result
+        if not d:  # every disk's counters went back (reset): no rate this cycle
+            return True
         read = sum(v for (_, kind), v in d.items() if kind == "r")
         write = sum(v for (_, kind), v in d.items() if kind == "w")
         busy_ms = max((v for (_, kind), v in d.items() if kind == "busy"), default=0.0)

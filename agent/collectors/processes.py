@@ -107,19 +107,22 @@ class ProcessCollector:
             if not self._explicit and label not in self._seen:
                 continue
             proc = labels(process=label)
-            out.append(Sample("vpn_process_up", float(len(running)), proc))
+            # 1/0, not a process count: per-session workers would reveal the session count.
+            out.append(Sample("vpn_process_up", 1.0 if running else 0.0, proc))
             out.append(Sample("vpn_process_restarts", float(self._restarts[label]), proc))
             if not running:
                 continue
             out.append(Sample("vpn_process_rss_bytes", float(rss_pages[label] * self._page), proc))
             if elapsed is not None:
-                ticks = 0
+                ticks, known = 0, False
                 for ident in running:
                     before = prev_cpu.get(ident)
                     if before is not None and cpu_now[ident] >= before:
                         ticks += cpu_now[ident] - before
-                percent = ticks / self._ticks / elapsed * 100.0
-                out.append(Sample("vpn_process_cpu_percent", percent, proc))
+                        known = True
+                if known:  # not for processes all new since the last cycle
+                    percent = ticks / self._ticks / elapsed * 100.0
+                    out.append(Sample("vpn_process_cpu_percent", percent, proc))
         return out
 
     def _match(self, now: float, entries: list[str]) -> list[tuple[int, list[str]]]:

@@ -59,7 +59,8 @@ def test_env_wins_over_file_and_lists_are_json(
 
 def test_unknown_file_key_is_named(tmp_path: Path) -> None:
     text = errors_of(write(tmp_path, "intervall = 5\n"))
-    assert "'intervall'" in text and "unknown setting" in text
+    assert "'intervall'" in text
+    assert "unknown setting" in text
 
 
 def test_unknown_env_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,7 +102,8 @@ def test_bad_env_json_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_toml_names_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "interval = 5\nserver_url = \n")
     text = errors_of(path)
-    assert str(path) in text and "line 2" in text
+    assert str(path) in text
+    assert "line 2" in text
 
 
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:

@@ -61,14 +61,16 @@ async def test_stream_end_to_end(tmp_path: Path) -> None:
     assert first.type == "hello"
     assert server.connections[0].headers["Authorization"] == f"Bearer {TOKEN}"
     alert = server.alerts()[0].event
-    assert alert.rule == "load_present" and alert.status == "firing"
+    assert alert.rule == "load_present"
+    assert alert.status == "firing"
     assert alert.id in server.acked
     names = {s.m for frame in server.metrics() for s in frame.samples}
     assert {"cpu_usage_percent", "memory_available_percent", "load1"} <= names
     wire = "\n".join(m.model_dump_json() for m in server.received).lower()
     leaks = {ident for ident in this_hosts_identifiers() if ident in wire}
     assert leaks == set(), f"host identifiers on the wire: {leaks}"
-    assert TOKEN not in agent.stderr and TOKEN not in agent.stdout
+    assert TOKEN not in agent.stderr
+    assert TOKEN not in agent.stdout
 
 
 async def test_sigterm_drains_unacked_alerts_then_exits_zero(tmp_path: Path) -> None:
@@ -121,14 +123,20 @@ async def test_hostile_server_does_not_crash_the_agent(tmp_path: Path) -> None:
         agent = await AgentProcess.start(env=stream_env(server, rules_file(tmp_path)))
         try:
             await server.wait_for(lambda: len(server.metrics()) >= 1, timeout=15)
-            for raw in ("nonsense", "[]", '{"v":1,"type":"config","rules":[{"name":5}]}',
-                        '{"v":1,"type":"ack","ids":["../../x"]}', "{" * 5000):
+            for raw in (
+                "nonsense",
+                "[]",
+                '{"v":1,"type":"config","rules":[{"name":5}]}',
+                '{"v":1,"type":"ack","ids":["../../x"]}',
+                "{" * 5000,
+            ):
                 await server.send_raw(raw)
             count = len(server.metrics())
             await server.wait_for(lambda: len(server.metrics()) >= count + 2, timeout=10)
         finally:
             code = await agent.stop()
-        assert agent.proc.returncode == 0 and code == 0
+        assert agent.proc.returncode == 0
+        assert code == 0
     assert "Traceback" not in agent.stderr
 
 
@@ -203,7 +211,8 @@ async def test_json_logs(tmp_path: Path) -> None:
     await asyncio.sleep(2.5)
     assert await agent.stop() == 0
     lines = [json.loads(line) for line in agent.stderr.splitlines() if line.strip()]
-    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    assert lines
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
     assert any("started" in line["msg"] for line in lines)
 
 
@@ -214,17 +223,22 @@ async def test_check_prints_what_one_cycle_sends(tmp_path: Path) -> None:
     assert await agent.wait(30) == 0, agent.stderr
     result = json.loads(agent.stdout)
     kinds = [m["type"] for m in result["messages"]]
-    assert kinds[:2] == ["hello", "metrics"] and "alert" in kinds
+    assert kinds[:2] == ["hello", "metrics"]
+    assert "alert" in kinds
     frame = Metrics.model_validate(result["messages"][1])
     assert any(s.m == "cpu_usage_percent" for s in frame.samples)
     assert result["buffer_bound_bytes"] > 0
 
 
 async def test_validate_names_file_rule_and_field(tmp_path: Path) -> None:
-    bad = rules_file(tmp_path, '[[rule]]\nname = "x"\nmetric = "load1"\nop = ">"\nthreshold = "high"\n')
+    bad = rules_file(
+        tmp_path, '[[rule]]\nname = "x"\nmetric = "load1"\nop = ">"\nthreshold = "high"\n'
+    )
     agent = await AgentProcess.start("validate", "--rules", str(bad))
     assert await agent.wait(30) == 2
-    assert str(bad) in agent.stderr and '"x"' in agent.stderr and "threshold" in agent.stderr
+    assert str(bad) in agent.stderr
+    assert '"x"' in agent.stderr
+    assert "threshold" in agent.stderr
     good = await AgentProcess.start("validate", "--rules", str(rules_file(tmp_path)))
     assert await good.wait(30) == 0
     assert "rules OK" in good.stdout

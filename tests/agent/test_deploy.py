@@ -55,7 +55,9 @@ def test_unit_is_hardened() -> None:
     assert s["ProtectHome"] == ["yes"]
     assert s["DynamicUser"] == ["yes"]
     assert "ReadWritePaths" not in s, "the agent writes no files"
-    assert "StateDirectory" not in s and "LogsDirectory" not in s and "CacheDirectory" not in s
+    assert "StateDirectory" not in s
+    assert "LogsDirectory" not in s
+    assert "CacheDirectory" not in s
     assert set(s["CapabilityBoundingSet"][0].split()) == {"CAP_NET_ADMIN", "CAP_DAC_READ_SEARCH"}
     assert s["AmbientCapabilities"] == s["CapabilityBoundingSet"]
     assert "PYTHONDONTWRITEBYTECODE=1" in s["Environment"][0]

@@ -13,8 +13,18 @@ from pathlib import Path
 import agent
 
 PACKAGE = Path(agent.__file__).parent
-SEND_METHODS = {"send_str", "send_bytes", "send_json", "send_frame", "write", "sendto", "sendall",
-                "send", "sendmsg", "write_eof"}
+SEND_METHODS = {
+    "send_str",
+    "send_bytes",
+    "send_json",
+    "send_frame",
+    "write",
+    "sendto",
+    "sendall",
+    "send",
+    "sendmsg",
+    "write_eof",
+}
 # (module, function) → why it may send.
 ALLOWED = {
     ("stream.py", "_send"): "the stream's single send method; gates every message",
@@ -50,7 +60,8 @@ def test_the_stream_send_method_exists_and_gates() -> None:
     source = (PACKAGE / "stream.py").read_text()
     tree = ast.parse(source)
     (send,) = [
-        n for n in ast.walk(tree)
+        n
+        for n in ast.walk(tree)
         if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "_send"
     ]
     body = ast.unparse(send)

@@ -39,7 +39,7 @@ def event(**overrides: object) -> AlertEvent:
         "ts": 1.0,
     }
     fields.update(overrides)
-    return AlertEvent.model_construct(**fields)
+    return AlertEvent.model_construct(None, **fields)
 
 
 def gated_frame(gate: PrivacyGate, *samples: WireSample) -> list[WireSample]:
@@ -154,12 +154,14 @@ def test_tunnel_traffic_is_withheld_while_few_peers() -> None:
     gate = PrivacyGate(k=5)
     rx_tunnel = sample("net_rx_bytes_per_second", 1e6, interface="wg0")
     rx_uplink = sample("net_rx_bytes_per_second", 1e6, interface="eth0")
-    few = gated_frame(gate, sample("vpn_active_peers", 1.0, source="wireguard"), rx_tunnel,
-                      rx_uplink)
+    few = gated_frame(
+        gate, sample("vpn_active_peers", 1.0, source="wireguard"), rx_tunnel, rx_uplink
+    )
     assert [s.l.get("interface") for s in few] == [None, "eth0"]
     assert gate.withheld == 1
-    many = gated_frame(gate, sample("vpn_active_peers", 40.0, source="wireguard"), rx_tunnel,
-                       rx_uplink)
+    many = gated_frame(
+        gate, sample("vpn_active_peers", 40.0, source="wireguard"), rx_tunnel, rx_uplink
+    )
     assert [s.l.get("interface") for s in many] == [None, "wg0", "eth0"]
 
 
@@ -179,7 +181,9 @@ def test_alert_with_identifier_in_summary_is_kept_but_summary_withheld() -> None
     gate = PrivacyGate()
     out = gated_event(gate, event(summary="peer 10.8.0.6 dropped"))
     assert out.summary == WITHHELD_SUMMARY
-    assert out.id == "e" * 32 and out.status == "firing" and out.value == 95.0
+    assert out.id == "e" * 32
+    assert out.status == "firing"
+    assert out.value == 95.0
 
 
 def test_alert_bad_labels_are_removed_not_the_alert() -> None:
@@ -216,7 +220,8 @@ def test_hello_ping_pass_through_checked() -> None:
     )
     out = gate.filter(hello)
     assert isinstance(out, Hello)
-    assert out.metrics == ["load1"] and out.rules == ["disk_full"]
+    assert out.metrics == ["load1"]
+    assert out.rules == ["disk_full"]
     ping = Ping(ts=1.0)
     assert gate.filter(ping) == ping
 
@@ -263,16 +268,20 @@ def test_no_generated_identifier_leaves_in_metrics(ident: str, where: int) -> No
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(ident=identifiers, where=st.integers(0, 4), field=st.sampled_from(["summary", "rule",
-                                                                          "label", "metric"]))
+@given(
+    ident=identifiers,
+    where=st.integers(0, 4),
+    field=st.sampled_from(["summary", "rule", "label", "metric"]),
+)
 def test_no_generated_identifier_leaves_in_alerts(ident: str, where: int, field: str) -> None:
     text = _placements(ident)[where]
-    overrides: dict[str, object] = {
+    choices: dict[str, dict[str, object]] = {
         "summary": {"summary": text},
         "rule": {"rule": text},
         "label": {"labels": {"mount": text}},
         "metric": {"metric": text},
-    }[field]
+    }
+    overrides = choices[field]
     gate = PrivacyGate()
     out = gate.filter(Alert.model_construct(v=1, type="alert", event=event(**overrides)))
     assert out is not None

@@ -43,9 +43,14 @@ EVENT = AlertEvent(
     "message",
     [
         Hello(agent_version="0.1.0", interval=5, metrics=["load1"], rules=["r"], buffer_seconds=60),
-        Metrics(seq=3, ts=2.0, samples=[WireSample(m="load1", v=0.5),
-                                        WireSample(m="vpn_active_peers", l={"source": "sessions"},
-                                                   v="<5")]),
+        Metrics(
+            seq=3,
+            ts=2.0,
+            samples=[
+                WireSample(m="load1", v=0.5),
+                WireSample(m="vpn_active_peers", l={"source": "sessions"}, v="<5"),
+            ],
+        ),
         Alert(event=EVENT),
         Ping(ts=1.0),
     ],
@@ -97,11 +102,21 @@ def test_errors_never_echo_peer_input() -> None:
 
 
 def test_agent_side_bounds() -> None:
-    too_many = {"v": 1, "type": "metrics", "seq": 1, "ts": 1.0,
-                "samples": [{"m": "load1", "v": 1.0}] * 2001}
+    too_many = {
+        "v": 1,
+        "type": "metrics",
+        "seq": 1,
+        "ts": 1.0,
+        "samples": [{"m": "load1", "v": 1.0}] * 2001,
+    }
     with pytest.raises(ProtocolError, match="samples"):
         parse_agent_message(json.dumps(too_many))
-    bad_value = {"v": 1, "type": "metrics", "seq": 1, "ts": 1.0,
-                 "samples": [{"m": "load1", "v": "lots"}]}
+    bad_value = {
+        "v": 1,
+        "type": "metrics",
+        "seq": 1,
+        "ts": 1.0,
+        "samples": [{"m": "load1", "v": "lots"}],
+    }
     with pytest.raises(ProtocolError):
         parse_agent_message(json.dumps(bad_value))

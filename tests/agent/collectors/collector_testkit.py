@@ -67,3 +67,27 @@ def assert_valid(samples: Sequence[Sample]) -> None:
         for key, value in s.labels:
             assert LABELS[key].allows(value), (s.metric, key, value)
         assert s.value == s.value, s  # not NaN
+
+
+def add_process(
+    proc: Path,
+    pid: int,
+    comm: str,
+    *,
+    utime: int = 0,
+    stime: int = 0,
+    start: int = 1,
+    rss: int = 0,
+    state: str = "S",
+) -> None:
+    """Write /proc/<pid>/comm and /proc/<pid>/stat into a fake proc tree."""
+    fields = [state, "1", str(pid), str(pid), "0", "-1", "4194560", "100", "0", "0", "0"]
+    fields += [str(utime), str(stime), "0", "0", "20", "0", "1", "0", str(start), "123456789"]
+    fields += [str(rss)] + ["0"] * 30
+    (proc / str(pid)).mkdir(exist_ok=True)
+    (proc / str(pid) / "comm").write_text(comm + "\n")
+    (proc / str(pid) / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + "\n")
+
+
+def remove_process(proc: Path, pid: int) -> None:
+    shutil.rmtree(proc / str(pid))

@@ -32,5 +32,10 @@ def test_name_labels_are_sanitised_truncated_and_unique() -> None:
     assert name_label("") == "_"
     long = "a" * 40 + ".pem"
     assert name_label(long) == "a" * 32
-    assert unique_labels(["x.pem", "x.pem", "x pem", "x_pem"]) == ["x.pem", "x.pem-2", "x_pem", "x_pem-2"]
+    assert unique_labels(["x.pem", "x.pem", "x pem", "x_pem"]) == [
+        "x.pem",
+        "x.pem-2",
+        "x_pem",
+        "x_pem-2",
+    ]
     assert unique_labels([long, long]) == ["a" * 32, "a" * 30 + "-2"]
