@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from agent import __version__
 from agent.buffer import RingBuffer
@@ -25,7 +25,6 @@ from agent.collectors.registry import default_collectors
 from agent.collectors.runner import CollectorRunner
 from agent.config import AgentSettings
 from agent.engine import RuleEngine
-from agent.exposition import Exposition
 from agent.metrics import METRICS
 from agent.outbox import Outbox
 from agent.privacy import PrivacyGate, default_is_tunnel
@@ -34,6 +33,9 @@ from agent.rules import RulesError, RuleSet, load_rules, rules_from_dicts
 from agent.samples import Collector, Sample, SeriesKey
 from agent.stream import StreamClient
 from agent.systemd import Notifier
+
+if TYPE_CHECKING:
+    from agent.exposition import Exposition
 
 DRAIN_SECONDS = 5.0
 log = logging.getLogger("oneconnect.agent")
@@ -71,7 +73,12 @@ class Agent:
             )
         self.runner = CollectorRunner(list(collectors), log)
         self.outbox = Outbox(settings.outbox_size)
-        self.exposition = Exposition() if settings.metrics_listen else None
+        self.exposition: Exposition | None = None
+        if settings.metrics_listen:
+            # Imported only when asked for: aiohttp.web costs ~2 MiB of RSS.
+            from agent.exposition import Exposition
+
+            self.exposition = Exposition()
         self.metrics_port: int | None = None
         self.seq = 0
         self.cycle_cpu = 0.0

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from agent.protocol import AlertEvent, AlertStatus
-from agent.rules import Rule, RuleSet, TemplateValue
+from agent.rules import Rule, RuleSet
 from agent.samples import Labels, Sample, SeriesKey
+from agent.templates import TemplateValue
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ AgentMessage = Hello | Metrics | Alert | Ping
 
 DEFAULT_K = 5
 TUNNEL_PREFIXES = ("tun", "tap", "wg", "ppp", "vpns", "ipsec", "vti", "xfrm", "gre")
+_VERDICT_CACHE = 4096
 WITHHELD_SUMMARY = "[summary withheld by the privacy gate]"
 
 _IPV4 = re.compile(r"(?<![0-9])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
@@ -127,6 +128,9 @@ class PrivacyGate:
         self._is_tunnel = is_tunnel or default_is_tunnel()
         self._log = logger or logging.getLogger("oneconnect.agent.privacy")
         self.refusals: Counter[str] = Counter()
+        self._verdicts: dict[
+            tuple[str, tuple[tuple[str, str], ...]], tuple[str, str] | tuple[()]
+        ] = {}
         self.coarsened = 0
         self.withheld = 0
         self.peers_total: float | None = None
@@ -171,40 +175,54 @@ class PrivacyGate:
         if definition is None:
             self._refuse(f"{field}.samples.m", "metric not in the allowlist")
             return None
-        where = f"{field}.samples[{sample.m}]"
-        labels = self._filter_labels(sample.m, sample.l, definition.labels, where)
-        if labels is None:
+        # Label sets repeat every cycle: judge each one once (bounded cache of verdicts).
+        key = (sample.m, tuple(sample.l.items()))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._judge_labels(sample.m, sample.l, definition.labels)
+            if len(self._verdicts) >= _VERDICT_CACHE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        if verdict:
+            label, reason = verdict
+            self._refuse(f"{field}.samples[{sample.m}].l{label}", reason)
             return None
         value = sample.v
         if isinstance(value, str) or not math.isfinite(value):
-            self._refuse(f"{where}.v", "value is not a finite number")
+            self._refuse(f"{field}.samples[{sample.m}].v", "value is not a finite number")
             return None
-        if definition.per_tunnel_traffic and self._few_peers(labels):
+        if definition.per_tunnel_traffic and self._few_peers(sample.l):
             self.withheld += 1
             return None
         if definition.coarsen:
-            return WireSample.model_construct(m=sample.m, l=labels, v=self._coarsen(value))
-        return WireSample.model_construct(m=sample.m, l=labels, v=value)
+            return WireSample.model_construct(m=sample.m, l=dict(sample.l), v=self._coarsen(value))
+        return sample
+
+    @staticmethod
+    def _judge_labels(
+        metric: str, given: dict[str, str], allowed: tuple[str, ...]
+    ) -> tuple[str, str] | tuple[()]:
+        """``()`` when the labels may leave; else (where, reason) — never the value itself."""
+        for name, value in given.items():
+            if name not in allowed:
+                return "", f"label not declared for {metric}"
+            if not isinstance(value, str) or not LABELS[name].allows(value):
+                return f".{name}", "label value outside its allowlist"
+            kind = identifier_kind(value)
+            if kind is not None:
+                return f".{name}", kind
+        return ()
 
     def _filter_labels(
         self, metric: str, given: dict[str, str], allowed: tuple[str, ...], where: str
     ) -> dict[str, str] | None:
         """Return clean labels, or None when the sample must be dropped as a whole."""
-        clean: dict[str, str] = {}
-        for name, value in given.items():
-            if name not in allowed:
-                self._refuse(f"{where}.l", f"label not declared for {metric}")
-                return None
-            label = LABELS[name]
-            if not isinstance(value, str) or not label.allows(value):
-                self._refuse(f"{where}.l.{name}", "label value outside its allowlist")
-                return None
-            kind = identifier_kind(value)
-            if kind is not None:
-                self._refuse(f"{where}.l.{name}", kind)
-                return None
-            clean[name] = value
-        return clean
+        verdict = self._judge_labels(metric, given, allowed)
+        if verdict:
+            label, reason = verdict
+            self._refuse(f"{where}.l{label}", reason)
+            return None
+        return dict(given)
 
     def _few_peers(self, labels: dict[str, str]) -> bool:
         interface = labels.get("interface")

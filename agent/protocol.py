@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -122,8 +123,13 @@ class Config(_Message):
 AgentMessage = Annotated[Hello | Metrics | Alert | Ping, Field(discriminator="type")]
 ServerMessage = Annotated[Ack | Config | Ping, Field(discriminator="type")]
 
-_agent_adapter: TypeAdapter[Hello | Metrics | Alert | Ping] = TypeAdapter(AgentMessage)
 _server_adapter: TypeAdapter[Ack | Config | Ping] = TypeAdapter(ServerMessage)
+
+
+@cache
+def _agent_adapter() -> TypeAdapter[Hello | Metrics | Alert | Ping]:
+    """Built on first use: only the server parses agent messages."""
+    return TypeAdapter(AgentMessage)
 
 
 _QUOTED = re.compile(r"'[^']*'")
@@ -168,7 +174,7 @@ def parse_agent_message(raw: str | bytes) -> Hello | Metrics | Alert | Ping:
     """Parse what an agent sent (used by the server). Raises ProtocolError."""
     data = _loads(raw, MAX_AGENT_FRAME_BYTES)
     try:
-        return _agent_adapter.validate_python(data)
+        return _agent_adapter().validate_python(data)
     except ValidationError as exc:
         raise ProtocolError(_describe(exc)) from None
 

@@ -22,20 +22,18 @@ validation (``rules_from_dicts``). A user rule with the name of a built-in one r
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 from agent.metrics import METRICS
 from agent.samples import Labels
+from agent.templates import NUMERIC_FIELDS, Template, show_untrusted
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Reduce = Literal["last", "avg", "min", "max"]
@@ -47,7 +45,6 @@ SEVERITIES: Final[tuple[str, ...]] = get_args(Severity)
 
 MAX_RULES: Final = 500
 MAX_SUMMARY_CHARS: Final = 300
-MAX_RENDERED_CHARS: Final = 1000
 MAX_DURATION_SECONDS: Final = 366 * 86400.0
 MAX_ABS_NUMBER: Final = 1e18
 MAX_LABEL_MATCHERS: Final = 8
@@ -119,7 +116,7 @@ def parse_duration(value: object) -> float:
             match = _DURATION.fullmatch(text)
             if not text or match is None:
                 raise ValueError(
-                    f"invalid duration {_show(value)} "
+                    f"invalid duration {show_untrusted(value)} "
                     '(use seconds, or e.g. "30s", "5m", "2h", "1d", "1m30s")'
                 )
             seconds = sum(float(n) * _UNIT_SECONDS[u] for u, n in match.groupdict().items() if n)
@@ -143,108 +140,6 @@ def format_duration(seconds: float) -> str:
         if n:
             out.append(f"{n}{unit}")
     return "".join(out)
-
-
-# --- summary templates -----------------------------------------------------------------------
-
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_PLACEHOLDER = re.compile(
-    r"(?P<field>value|threshold|clear|rule|metric|severity|labels\.(?P<label>[A-Za-z_][A-Za-z0-9_]{0,63}))"
-    r"(?::(?P<spec>.*))?",
-    re.DOTALL,
-)
-_NUMERIC_FIELDS = frozenset({"value", "threshold", "clear"})
-_NUMBER_SPEC = re.compile(r"[<>^]?[0-9]{0,2}(?:\.[0-9]{1,2})?[fge%]?")
-_TEXT_SPEC = re.compile(r"[<>^]?[0-9]{0,2}")
-MISSING_NUMBER: Final = "n/a"
-"""How a number that has no value (a vanished series, an unset clear level) renders."""
-
-TemplateValue = str | float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Placeholder:
-    field: str
-    """value, threshold, clear, rule, metric, severity, or labels (then ``label`` is set)."""
-    label: str = ""
-    spec: str = ""
-
-
-def _format_number(value: float) -> str:
-    rounded = round(float(value), 4)
-    if rounded.is_integer() and abs(rounded) < 1e15:
-        return str(int(rounded))
-    return repr(rounded)
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A pre-parsed summary template. Rendering never evaluates user text: only the fixed
-    placeholders are substituted, with format specs checked at parse time."""
-
-    source: str
-    parts: tuple[str | Placeholder, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> Template:
-        """Raises ValueError naming the first bad placeholder or stray brace."""
-        parts: list[str | Placeholder] = []
-        literal: list[str] = []
-        pos = 0
-        for token in _TOKEN.finditer(text):
-            literal.append(text[pos : token.start()])
-            pos = token.end()
-            raw = token.group(0)
-            if raw in ("{{", "}}"):
-                literal.append(raw[0])
-                continue
-            if raw in ("{", "}"):
-                raise ValueError(
-                    f"unbalanced {raw!r} at position {token.start()} (write {raw * 2})"
-                )
-            inner = token.group(1)
-            match = _PLACEHOLDER.fullmatch(inner)
-            if match is None:
-                raise ValueError(
-                    f"unknown placeholder {_show('{' + inner + '}')} (known: {{value}}, "
-                    "{threshold}, {clear}, {rule}, {metric}, {severity}, {labels.<name>})"
-                )
-            name = match["field"]
-            spec = match["spec"] or ""
-            kind = "labels" if match["label"] else name
-            spec_re = _NUMBER_SPEC if kind in _NUMERIC_FIELDS else _TEXT_SPEC
-            if not spec_re.fullmatch(spec):
-                raise ValueError(f"unsupported format spec {_show(spec)} in {{{name}}}")
-            if literal:
-                parts.append("".join(literal))
-                literal = []
-            parts.append(Placeholder(kind, match["label"] or "", spec))
-        literal.append(text[pos:])
-        if "".join(literal):
-            parts.append("".join(literal))
-        return cls(text, tuple(p for p in parts if p != ""))
-
-    def placeholders(self) -> Iterator[Placeholder]:
-        return (p for p in self.parts if isinstance(p, Placeholder))
-
-    def render(self, values: Mapping[str, TemplateValue], labels: Mapping[str, str]) -> str:
-        """Substitute placeholders; a missing label renders empty, a missing number as "n/a".
-        The result is cut to MAX_RENDERED_CHARS."""
-        out: list[str] = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value: TemplateValue
-            value = labels.get(part.label, "") if part.field == "labels" else values.get(part.field)
-            if value is None:
-                out.append(MISSING_NUMBER)
-            elif isinstance(value, str):
-                out.append(format(value, part.spec) if part.spec else value)
-            else:
-                out.append(format(value, part.spec) if part.spec else _format_number(value))
-        text = "".join(out)
-        return text if len(text) <= MAX_RENDERED_CHARS else text[: MAX_RENDERED_CHARS - 1] + "…"
 
 
 # --- the rule model --------------------------------------------------------------------------
@@ -305,14 +200,6 @@ class RuleSet:
 # --- validation ------------------------------------------------------------------------------
 
 
-def _show(value: object, limit: int = 40) -> str:
-    """A short, quoted rendering of untrusted input for error messages."""
-    if isinstance(value, str):
-        text = json.dumps(value[:limit], ensure_ascii=False)
-        return text[:-1] + '…"' if len(value) > limit else text
-    return type(value).__name__
-
-
 def _finite(value: int | float) -> float:
     try:
         number = float(value)
@@ -333,23 +220,25 @@ def _number(value: object) -> float:
 
 def _string(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"value is not a string (got {_show(value)})")
+        raise ValueError(f"value is not a string (got {show_untrusted(value)})")
     return value
 
 
 def _name(value: object) -> str:
     text = _string(value)
     if not _NAME.fullmatch(text):
-        raise ValueError(f"{_show(text)} is not 1-64 characters of A-Z a-z 0-9 _ . -")
+        raise ValueError(f"{show_untrusted(text)} is not 1-64 characters of A-Z a-z 0-9 _ . -")
     return text
 
 
 def _metric(value: object) -> str:
     text = _string(value)
     if text not in METRICS:
+        import difflib  # only for the error message; keeps the agent's footprint small
+
         close = difflib.get_close_matches(text[:64], METRICS, n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else ""
-        raise ValueError(f"unknown metric {_show(text)}{hint}")
+        raise ValueError(f"unknown metric {show_untrusted(text)}{hint}")
     return text
 
 
@@ -363,7 +252,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = _string(value)
         if text not in choices:
-            raise ValueError(f"{_show(text)} is not one of {', '.join(choices)}")
+            raise ValueError(f"{show_untrusted(text)} is not one of {', '.join(choices)}")
         return text
 
     return parse
@@ -377,9 +266,11 @@ def _label_matchers(value: object) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
-            raise ValueError(f"label {_show(key)}: label names and values must be strings")
+            raise ValueError(f"label {show_untrusted(key)}: label names and values must be strings")
         if not 1 <= len(item) <= MAX_LABEL_VALUE_CHARS:
-            raise ValueError(f"label {_show(key)}: value must be 1-{MAX_LABEL_VALUE_CHARS} chars")
+            raise ValueError(
+                f"label {show_untrusted(key)}: value must be 1-{MAX_LABEL_VALUE_CHARS} chars"
+            )
         out[key] = item
     return out
 
@@ -432,7 +323,7 @@ def _parse_rule(raw: object, index: int, source: str, errors: list[str]) -> tupl
     r = _RuleReader(raw, prefix, errors)
     for key in raw:
         if key not in _RULE_KEYS:
-            shown = _show(key) if isinstance(key, str) else _show(str(key))
+            shown = show_untrusted(key) if isinstance(key, str) else show_untrusted(str(key))
             errors.append(f"{prefix}: field {shown}: unknown field")
             r.ok = False
     name = r.get("name", _name)
@@ -468,7 +359,7 @@ def _parse_rule(raw: object, index: int, source: str, errors: list[str]) -> tupl
         if absent_for is not None and absent_for <= 0:
             r.error("absent_for", "must be greater than 0")
         for ph in summary.placeholders() if summary else ():
-            if ph.field in _NUMERIC_FIELDS:
+            if ph.field in NUMERIC_FIELDS:
                 r.error("summary", f"placeholder {{{ph.field}}} is not available in an absent rule")
     else:
         if op in ("==", "!=") and "clear" in raw:
@@ -517,7 +408,7 @@ def _parse_rule(raw: object, index: int, source: str, errors: list[str]) -> tupl
 
 def _label_hint(label: str, metric: str, known: tuple[str, ...]) -> str:
     names = ", ".join(known) if known else "none"
-    return f'{_show(label)} is not a label of metric "{metric}" (its labels: {names})'
+    return f'{show_untrusted(label)} is not a label of metric "{metric}" (its labels: {names})'
 
 
 def _default_summary(metric: str, op: Op | None, absent_for: float | None) -> str:
@@ -571,7 +462,7 @@ def _parse_toml(text: str, source: str) -> dict[str, Any]:
 @cache
 def default_rules() -> RuleSet:
     """The built-in rules (agent/default_rules.toml), parsed once."""
-    text = resources.files("agent").joinpath("default_rules.toml").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "default_rules.toml").read_text(encoding="utf-8")
     data = _parse_toml(text, DEFAULTS_SOURCE)
     errors: list[str] = []
     parsed = _parse_rules(data.get("rule", []), DEFAULTS_SOURCE, errors)
@@ -602,7 +493,7 @@ def load_rules(path: Path | None, *, include_defaults: bool | None = None) -> Ru
     errors: list[str] = []
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
-            errors.append(f"{source}: field {_show(key)}: unknown field")
+            errors.append(f"{source}: field {show_untrusted(key)}: unknown field")
     from_file = True
     if "include_defaults" in data:
         if isinstance(data["include_defaults"], bool):

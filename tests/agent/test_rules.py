@@ -10,16 +10,15 @@ import pytest
 from agent.metrics import METRICS
 from agent.rules import (
     DEFAULTS_SOURCE,
-    MAX_RENDERED_CHARS,
     Rule,
     RulesError,
     RuleSet,
-    Template,
     default_rules,
     load_rules,
     parse_duration,
     rules_from_dicts,
 )
+from agent.templates import MAX_RENDERED_CHARS, Template
 
 REPO = Path(__file__).resolve().parents[2]
 
