@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 ## demo: run the agent in the foreground against this machine; alert events print as JSON lines
+# (PYTHONDONTWRITEBYTECODE: the agent writes no files, not even Python's bytecode cache.)
 demo: $(STAMP)
-	ONECONNECT_AGENT_INTERVAL=$${ONECONNECT_AGENT_INTERVAL:-2} \
+	PYTHONDONTWRITEBYTECODE=1 ONECONNECT_AGENT_INTERVAL=$${ONECONNECT_AGENT_INTERVAL:-2} \
 		$(BIN)/oneconnect-agent run --config deploy/config/demo.toml
 
 ## test: lint, type-check and run the whole test suite

@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         except RulesError as exc:
             print(f"oneconnect-agent: invalid rules:\n{exc}", file=sys.stderr)
             return EXIT_CONFIG
+        from agent.daemon import Agent
+
+        try:  # everything `run` checks before it starts, without starting anything
+            Agent(settings, rules=ruleset)
+        except ValueError as exc:
+            print(f"oneconnect-agent: configuration error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         where = str(rules_path) if rules_path else "built-in defaults"
         print(f"config OK; rules OK ({where}): {len(ruleset.rules)} rules")
         return 0

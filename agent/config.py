@@ -8,6 +8,7 @@ Lists in environment variables are JSON: ``ONECONNECT_AGENT_VPN_PROCESSES='["ope
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -15,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, StrictInt, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +32,10 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "ONECONNECT_AGENT_"
+MAX_SERIES = 1900
+"""Below the protocol's 2,000 samples per frame, leaving room for the agent's own."""
+MAX_BUFFER_BYTES = 64 * 1024 * 1024
+"""The ring buffer's bound may not exceed this (the systemd unit allows 128 MiB in all)."""
 _PROCESS_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 _PORT_SPEC = re.compile(r"(?:(tcp|udp|any)/)?([0-9]{1,5})")
@@ -75,7 +87,9 @@ class AgentSettings(BaseSettings):
     buffer_seconds: int = Field(
         default=3600, ge=60, le=86400, description="History kept in RAM per series"
     )
-    max_series: int = Field(default=512, ge=16, le=10000, description="Series kept in RAM")
+    max_series: int = Field(
+        default=512, ge=16, le=MAX_SERIES, description="Series kept in RAM (and sent per cycle)"
+    )
     peer_k: int = Field(default=5, ge=2, le=100, description="Counts below this are sent as '<k'")
     outbox_size: int = Field(
         default=1000, ge=10, le=100000, description="Unacked alert events kept"
@@ -94,6 +108,18 @@ class AgentSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file's content arrives as init kwargs; the environment wins over it.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_buffer_bound(self) -> AgentSettings:
+        slots = math.ceil(self.buffer_seconds / self.interval)
+        bound = (self.max_series + 1) * slots * 8
+        if bound > MAX_BUFFER_BYTES:
+            raise ValueError(
+                f"buffer_seconds={self.buffer_seconds} at interval={self.interval:g} with "
+                f"max_series={self.max_series} needs {bound // 2**20} MiB of RAM; the limit is "
+                f"{MAX_BUFFER_BYTES // 2**20} MiB: lower buffer_seconds or max_series"
+            )
+        return self
 
     @field_validator("server_url")
     @classmethod
@@ -226,6 +252,12 @@ def load_settings(config_file: Path | None = None) -> AgentSettings:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
     except SettingsError as exc:
+        match = re.search(r'field "(\w+)"', str(exc))
+        if match:
+            name = f"{ENV_PREFIX}{match.group(1).upper()}"
+            raise ConfigError(
+                [f"{name}: not valid JSON; lists are JSON, e.g. {name}='[\"openvpn\"]'"]
+            ) from None
         raise ConfigError([f"environment: {exc}"]) from None
 
 
@@ -233,7 +265,10 @@ def _describe(exc: ValidationError, source: str) -> list[str]:
     out = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = error["loc"]
-        key = str(loc[0]) if loc else "?"
+        if not loc:  # a check across several keys; its message names them
+            out.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        key = str(loc[0])
         where = ".".join(str(p) for p in loc)
         origin = f"{ENV_PREFIX}{key.upper()} or {source}"
         out.append(f"{where}: {error['msg']} (from {origin})")

@@ -28,8 +28,8 @@ from agent.engine import RuleEngine
 from agent.metrics import METRICS
 from agent.outbox import Outbox
 from agent.privacy import PrivacyGate, default_is_tunnel
-from agent.protocol import Alert, AlertEvent, Config, Hello, Metrics, WireSample
-from agent.rules import RulesError, RuleSet, load_rules, rules_from_dicts
+from agent.protocol import MAX_SAMPLES, Alert, AlertEvent, Config, Hello, Metrics, WireSample
+from agent.rules import RulesError, RuleSet, load_rules, merge_rules, rules_from_dicts
 from agent.samples import Collector, Sample, SeriesKey
 from agent.stream import StreamClient
 from agent.systemd import Notifier
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from agent.exposition import Exposition
 
 DRAIN_SECONDS = 5.0
+EXIT_CONFIG = 2
+SHOWN_ERRORS = 5
 log = logging.getLogger("oneconnect.agent")
 
 
@@ -95,7 +97,12 @@ class Agent:
                 on_config=self.apply_config,
             )
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._reload_requested = False
+        self._truncation_logged = False
+        self._file_rules = self.rules
+        self._pushed_rules: RuleSet | None = None
+        self._notifier = Notifier()
 
     # -- one cycle -------------------------------------------------------------------------
     def hello(self) -> Hello:
@@ -120,6 +127,16 @@ class Agent:
     def process(self, now: float, samples: list[Sample]) -> tuple[Metrics, list[AlertEvent]]:
         """Buffer, evaluate and frame one cycle's samples (cheap; runs on the loop)."""
         samples = samples + self._self_samples()
+        if len(samples) > MAX_SAMPLES:
+            if not self._truncation_logged:
+                log.warning(
+                    "%d samples in one cycle; only the first %d are kept (lower max_series "
+                    "or watch fewer interfaces, mounts or certificates)",
+                    len(samples),
+                    MAX_SAMPLES,
+                )
+                self._truncation_logged = True
+            samples = samples[:MAX_SAMPLES]
         self.buffer.append(now, samples)
         events = self.engine.evaluate(now, samples)
         frame = Metrics.model_construct(
@@ -145,6 +162,8 @@ class Agent:
 
     def publish(self, frame: Metrics, events: list[AlertEvent]) -> None:
         """Hand one cycle to the outside: the stream (gated there), or stdout standalone."""
+        # The gate's traffic rule needs this cycle's peer count before any alert is gated.
+        self.gate.observe(frame.samples)
         if self.exposition is not None:
             self.exposition.update(self.gate.filter_samples(frame.samples, field="exposition"))
         for event in events:
@@ -167,39 +186,55 @@ class Agent:
             log.info("alert %s %s [%s]: %s", e.status, e.rule, e.severity, e.summary)
 
     # -- reloads ---------------------------------------------------------------------------
+    def _set_rules(self, file_rules: RuleSet, pushed: RuleSet | None) -> None:
+        self._file_rules = file_rules
+        self._pushed_rules = pushed
+        self.rules = file_rules if pushed is None else merge_rules(file_rules, pushed)
+        self.engine.replace_rules(self.rules)
+
     def reload_rules(self) -> bool:
-        """SIGHUP: reload the rules file; on error keep the current rules."""
+        """SIGHUP: reload the rules file (rules pushed by the server stay on top of it); on
+        error keep the current rules."""
         try:
             rules = load_rules(self.settings.rules)
         except RulesError as exc:
-            log.error("rules reload failed, keeping the current rules:\n%s", exc)
+            log.error("rules reload failed, keeping the current rules:\n%s", _first(exc))
             return False
-        self.rules = rules
-        self.engine.replace_rules(rules)
-        log.info("rules reloaded: %d rules", len(rules.rules))
+        self._set_rules(rules, self._pushed_rules)
+        log.info("rules reloaded: %d rules", len(self.rules.rules))
         return True
 
     def apply_config(self, config: Config) -> None:
         """A `config` message from the server: validated like local input, applied or refused."""
         if config.rules is not None:
             try:
-                rules = rules_from_dicts(config.rules, source="server config")
+                pushed = rules_from_dicts(
+                    config.rules, source="server config", include_defaults=False
+                )
             except RulesError as exc:
-                log.error("server pushed invalid rules, keeping the current rules:\n%s", exc)
+                log.error(
+                    "server pushed invalid rules, keeping the current rules:\n%s", _first(exc)
+                )
             else:
-                self.rules = rules
-                self.engine.replace_rules(rules)
-                log.info("rules from the server applied: %d rules", len(rules.rules))
+                self._set_rules(self._file_rules, pushed if pushed.rules else None)
+                log.info(
+                    "%d rules from the server applied over the local rules: %d rules",
+                    len(pushed.rules),
+                    len(self.rules.rules),
+                )
         if config.interval is not None and config.interval != self.interval:
             log.info("interval set by the server: %.1fs", config.interval)
             self.interval = config.interval
+            self._wake.set()
 
     # -- the process -----------------------------------------------------------------------
     def request_stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     def request_reload(self) -> None:
         self._reload_requested = True
+        self._wake.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -209,20 +244,27 @@ class Agent:
             (signal.SIGHUP, self.request_reload),
         ):
             loop.add_signal_handler(sig, handler)
-        notifier = Notifier()
+        notifier = self._notifier
         tasks: list[asyncio.Task[None]] = []
         try:
             if self.exposition is not None:
                 host, port = self.settings.listen_address() or ("127.0.0.1", 0)
-                self.metrics_port = await self.exposition.start(host, port)
+                try:
+                    self.metrics_port = await self.exposition.start(host, port)
+                except OSError as exc:
+                    log.error(
+                        "metrics_listen %s:%d: cannot listen: %s",
+                        host,
+                        port,
+                        exc.strerror or exc,
+                    )
+                    return EXIT_CONFIG
                 log.info("prometheus exposition on %s:%d/metrics", host, self.metrics_port)
             if self.stream is not None:
                 tasks.append(asyncio.create_task(self.stream.run(), name="stream"))
                 log.info("streaming to %s", self.settings.server_url)
             else:
                 log.info("no server_url: standalone, alert events are printed to stdout")
-            if notifier.watchdog_interval:
-                tasks.append(asyncio.create_task(self._watchdog(notifier), name="watchdog"))
             log.info(
                 "agent %s started: interval %.1fs, %d rules, buffer bound %d KiB",
                 __version__,
@@ -255,6 +297,11 @@ class Agent:
         return 0
 
     async def _loop(self) -> None:
+        """Cycle every interval. The systemd watchdog is fed from here, between and after
+        cycles, so a collection stuck in the kernel (a hung mount) stops the pings and systemd
+        restarts the agent; SIGHUP, SIGTERM and a new interval wake the wait at once."""
+        notifier = self._notifier
+        watchdog = notifier.watchdog_interval
         next_at = time.monotonic()
         while not self._stopping.is_set():
             if self._reload_requested:
@@ -264,19 +311,28 @@ class Agent:
             samples = await asyncio.to_thread(self.collect, now)
             frame, events = self.process(now, samples)
             self.publish(frame, events)
+            if watchdog:
+                notifier.notify("WATCHDOG=1")
             next_at += self.interval
-            delay = next_at - time.monotonic()
-            if delay < 0:  # fell behind (suspend, slow disk): skip, don't burst
-                next_at = time.monotonic()
-                delay = 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            while not self._stopping.is_set() and not self._reload_requested:
+                delay = next_at - time.monotonic()
+                if delay <= 0:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, watchdog or delay))
+                if watchdog:
+                    notifier.notify("WATCHDOG=1")
+            if next_at < time.monotonic() - self.interval:
+                next_at = time.monotonic()  # fell far behind (suspend): skip, don't burst
 
-    async def _watchdog(self, notifier: Notifier) -> None:
-        assert notifier.watchdog_interval
-        while True:
-            notifier.notify("WATCHDOG=1")
-            await asyncio.sleep(notifier.watchdog_interval)
+
+def _first(exc: RulesError) -> str:
+    """At most SHOWN_ERRORS lines of a RulesError, so hostile input cannot flood the log."""
+    lines = exc.errors[:SHOWN_ERRORS]
+    if len(exc.errors) > SHOWN_ERRORS:
+        lines.append(f"... and {len(exc.errors) - SHOWN_ERRORS} more errors")
+    return "\n".join(lines)
 
 
 async def check_once(agent: Agent, settle: float = 1.0) -> dict[str, object]:

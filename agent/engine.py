@@ -47,7 +47,7 @@ from agent.rules import Rule, RuleSet
 from agent.samples import Labels, Sample, SeriesKey
 from agent.templates import TemplateValue
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("oneconnect." + __name__)
 
 History = Callable[[SeriesKey, float, float], Sequence[float]]
 """history(series, since, now) -> the series' values with timestamps in [since, now]."""

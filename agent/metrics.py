@@ -55,9 +55,11 @@ class MetricDef:
     kind: Literal["gauge", "counter"] = "gauge"
     # A small count that could single out one end user: values below k are sent as "<k".
     coarsen: bool = False
-    # A tunnel throughput figure: withheld while fewer than k peers are active, since with one
-    # peer connected the tunnel's throughput *is* that person's bandwidth.
-    per_tunnel_traffic: bool = False
+    # A figure that follows the users' traffic (throughput, connection-table fill). With one
+    # peer connected it *is* that person's bandwidth or connection count, so the gate withholds
+    # it while fewer than k peers are active — and on tunnel interfaces, which carry nothing
+    # but VPN users' traffic, also while the peer count is unknown.
+    user_traffic: bool = False
 
 
 _IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}|[A-Za-z0-9_-]{1,12}\+")
@@ -102,11 +104,11 @@ def _m(
     *label_names: str,
     kind: Literal["gauge", "counter"] = "gauge",
     coarsen: bool = False,
-    per_tunnel_traffic: bool = False,
+    user_traffic: bool = False,
 ) -> MetricDef:
     for label in label_names:
         assert label in LABELS, label
-    return MetricDef(name, unit, description, label_names, kind, coarsen, per_tunnel_traffic)
+    return MetricDef(name, unit, description, label_names, kind, coarsen, user_traffic)
 
 
 METRICS: dict[str, MetricDef] = {
@@ -157,21 +159,21 @@ METRICS: dict[str, MetricDef] = {
             "bytes_per_second",
             "Bytes received",
             "interface",
-            per_tunnel_traffic=True,
+            user_traffic=True,
         ),
         _m(
             "net_tx_bytes_per_second",
             "bytes_per_second",
             "Bytes sent",
             "interface",
-            per_tunnel_traffic=True,
+            user_traffic=True,
         ),
         _m(
             "net_link_utilization_percent",
             "percent",
             "Busier direction's throughput as a share of link speed",
             "interface",
-            per_tunnel_traffic=True,
+            user_traffic=True,
         ),
         _m("net_errors_per_second", "per_second", "Receive and send errors", "interface"),
         _m("net_drops_per_second", "per_second", "Receive and send drops", "interface"),
@@ -179,9 +181,14 @@ METRICS: dict[str, MetricDef] = {
         _m("udp_rcvbuf_errors_per_second", "per_second", "UDP receive-buffer errors (v4+v6)"),
         _m("udp_sndbuf_errors_per_second", "per_second", "UDP send-buffer errors (v4+v6)"),
         _m("udp_in_errors_per_second", "per_second", "UDP input errors (v4+v6)"),
-        _m("conntrack_entries", "count", "Connection-tracking entries"),
+        _m("conntrack_entries", "count", "Connection-tracking entries", user_traffic=True),
         _m("conntrack_max", "count", "Connection-tracking table size"),
-        _m("conntrack_used_percent", "percent", "Connection-tracking table fill"),
+        _m(
+            "conntrack_used_percent",
+            "percent",
+            "Connection-tracking table fill",
+            user_traffic=True,
+        ),
         _m("ip_forwarding", "bool", "IP forwarding enabled", "family"),
         # VPN service
         _m("vpn_process_up", "bool", "The VPN daemon is running (1) or not (0)", "process"),

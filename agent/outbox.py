@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from agent.protocol import AlertEvent
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("oneconnect." + __name__)
 
 
 class _Entry:

@@ -10,9 +10,13 @@
   (the sample is dropped, the label removed, the summary withheld) and is counted and logged by
   *field name only* — the refused value itself is never logged;
 * small counts that could single out one end user (metrics marked ``coarsen``) are sent as
-  ``"<k"`` when below k (default 5), and whole numbers otherwise;
-* tunnel-interface throughput (metrics marked ``per_tunnel_traffic``) is withheld while fewer than
-  k peers are active, since with one peer connected the tunnel's traffic is that person's traffic.
+  ``"<k"`` when below k (default 5);
+* figures that follow the users' traffic (metrics marked ``user_traffic``: throughput, link
+  utilisation, connection-table fill) are withheld while fewer than k peers are active — with one
+  peer connected they *are* that person's bandwidth — and on tunnel interfaces, which carry only
+  VPN users' traffic, also while no peer count is readable;
+* counts at or above k are sent in steps of k (17 → 15 with k = 5), so that comparing two
+  readings does not reveal one person connecting or leaving.
 
 The stream client calls ``filter`` in its single send method, and the Prometheus exposition calls
 ``filter_samples``; a test proves no other path sends anything.
@@ -20,13 +24,12 @@ The stream client calls ``filter`` in its single send method, and the Prometheus
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+from agent.identifiers import identifier_kind
 from agent.metrics import LABELS, METRICS
 from agent.protocol import Alert, AlertEvent, Hello, Metrics, Ping, WireSample
 
@@ -36,69 +39,6 @@ DEFAULT_K = 5
 TUNNEL_PREFIXES = ("tun", "tap", "wg", "ppp", "vpns", "ipsec", "vti", "xfrm", "gre")
 _VERDICT_CACHE = 4096
 WITHHELD_SUMMARY = "[summary withheld by the privacy gate]"
-
-_IPV4 = re.compile(r"(?<![0-9])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
-_V6_CANDIDATE = re.compile(r"\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.%]*\]?")
-_PROC_ADDR = re.compile(
-    r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):[0-9A-Fa-f]{4}(?![0-9A-Fa-f])"
-)
-"""The hex ``address:port`` form of /proc/net/tcp and friends."""
-_MAC = re.compile(
-    r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}(?![0-9A-Fa-f])"
-    r"|(?<![0-9A-Fa-f])[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}(?![0-9A-Fa-f])"
-    r"|(?<![0-9A-Fa-f])[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"
-)
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
-_KEY_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
-_HEX_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{24,}(?![0-9A-Za-z])")
-_PEM = re.compile(r"-----BEGIN|PRIVATE KEY")
-_ACCOUNT = re.compile(
-    r"(?i)\b(?:user(?:name)?|login|uid|cn|common[_ ]?name|account|email|peer|client)\s*[=:]\s*\S"
-)
-_DEVICE_HOST = re.compile(
-    r"(?i)\b[\w-]+\.(?:local|lan|home|localdomain|internal)\b"
-    r"|\b(?:DESKTOP|LAPTOP|iPhone|iPad|Galaxy|android)-[\w-]+"
-)
-
-
-def identifier_kind(text: str) -> str | None:
-    """Name the kind of personal identifier ``text`` contains, or None if it looks clean."""
-    if _IPV4.search(text):
-        return "ipv4 address"
-    if _PROC_ADDR.search(text):
-        return "ip address (kernel hex form)"
-    for candidate in _V6_CANDIDATE.findall(text):
-        token = candidate.strip("[]").split("%", 1)[0]
-        if token.count(":") >= 2:
-            try:
-                ipaddress.IPv6Address(token)
-            except ValueError:
-                continue
-            return "ipv6 address"
-    if _MAC.search(text):
-        return "mac address"
-    if _EMAIL.search(text):
-        return "e-mail address"
-    if (
-        _PEM.search(text)
-        or _HEX_RUN.search(text)
-        or any(_looks_random(run) for run in _KEY_RUN.findall(text))
-    ):
-        return "key"
-    if _ACCOUNT.search(text):
-        return "account name"
-    if _DEVICE_HOST.search(text):
-        return "device host name"
-    return None
-
-
-def _looks_random(run: str) -> bool:
-    """A long base64-alphabet run with digits and both cases: a key, not a snake_case name."""
-    return (
-        any(c.isdigit() for c in run)
-        and any(c.isupper() for c in run)
-        and any(c.islower() for c in run)
-    )
 
 
 def default_is_tunnel(configured: Iterable[str] = ()) -> Callable[[str], bool]:
@@ -160,9 +100,14 @@ class PrivacyGate:
         return message  # a Ping: a timestamp and a flag, nothing else
 
     # -- metrics ---------------------------------------------------------------------------
-    def filter_samples(self, samples: Sequence[WireSample], *, field: str) -> list[WireSample]:
+    def observe(self, samples: Sequence[WireSample]) -> None:
+        """Note this cycle's active-peer count (raw, never sent) for the traffic rule. Called
+        by ``filter_samples`` and by the daemon before a cycle's alerts are gated."""
         peers = [s.v for s in samples if s.m == "vpn_active_peers" and isinstance(s.v, float)]
         self.peers_total = sum(peers) if peers else None
+
+    def filter_samples(self, samples: Sequence[WireSample], *, field: str) -> list[WireSample]:
+        self.observe(samples)
         out: list[WireSample] = []
         for sample in samples:
             clean = self._filter_sample(sample, field)
@@ -191,7 +136,7 @@ class PrivacyGate:
         if isinstance(value, str) or not math.isfinite(value):
             self._refuse(f"{field}.samples[{sample.m}].v", "value is not a finite number")
             return None
-        if definition.per_tunnel_traffic and self._few_peers(sample.l):
+        if definition.user_traffic and self._withhold_traffic(sample.l):
             self.withheld += 1
             return None
         if definition.coarsen:
@@ -224,17 +169,21 @@ class PrivacyGate:
             return None
         return dict(given)
 
-    def _few_peers(self, labels: dict[str, str]) -> bool:
+    def _withhold_traffic(self, labels: dict[str, str]) -> bool:
+        """Traffic figures go out only while at least k peers share them."""
+        if self.peers_total is not None:
+            return self.peers_total < self.k
         interface = labels.get("interface")
-        if interface is None or not self._is_tunnel(interface):
-            return False
-        return self.peers_total is not None and self.peers_total < self.k
+        # No peer count readable: a tunnel carries only users' traffic, so it is withheld;
+        # an uplink or the conntrack table also carries the node's own traffic.
+        return interface is not None and self._is_tunnel(interface)
 
     def _coarsen(self, value: float) -> float | str:
+        """Below k: "<k". At or above: in steps of k, so a difference is never one person."""
+        self.coarsened += 1
         if value < self.k:
-            self.coarsened += 1
             return f"<{self.k}"
-        return float(round(value))
+        return float(int(value // self.k) * self.k)
 
     # -- alerts ----------------------------------------------------------------------------
     def _filter_event(self, event: AlertEvent) -> AlertEvent:
@@ -247,31 +196,37 @@ class PrivacyGate:
             rule = "rule-" + event.fingerprint
         metric = event.metric
         labels: dict[str, str] = {}
+        refused_values: list[str] = []
         if definition is None:
             self._refuse(f"{where}.metric", "metric not in the allowlist")
             metric = "unknown"
+            refused_values = list(event.labels.values())
         else:
             for name, label_value in event.labels.items():
                 single = self._filter_labels(metric, {name: label_value}, definition.labels, where)
                 if single:
                     labels.update(single)
+                else:
+                    refused_values.append(label_value)
         value: float | str | None = event.value
         summary = event.summary
         kind = identifier_kind(summary)
+        if kind is None and any(v and v in summary for v in refused_values):
+            # The summary was rendered from a label value the gate refused.
+            kind = "refused label value"
         if kind is not None:
             self._refuse(f"{where}.summary", kind)
             summary = WITHHELD_SUMMARY
         if definition is not None and isinstance(value, float):
             if definition.coarsen:
-                coarse = self._coarsen(value)
-                value = coarse
-                if isinstance(coarse, str):
-                    # The rendered summary may spell out the exact small count.
-                    summary = f"{rule}: {metric} is {value} (coarsened by the privacy gate)"
-            elif definition.per_tunnel_traffic and self._few_peers(labels):
+                value = self._coarsen(value)
+                # The rendered summary may spell out the exact count.
+                shown = value if isinstance(value, str) else f"about {value:.0f}"
+                summary = f"{rule}: {metric} is {shown} (coarsened by the privacy gate)"
+            elif definition.user_traffic and self._withhold_traffic(event.labels):
                 self.withheld += 1
                 value = None
-                summary = f"{rule}: tunnel traffic withheld while fewer than {self.k} peers"
+                summary = f"{rule}: {metric} withheld while fewer than {self.k} peers share it"
         return AlertEvent.model_construct(
             **{
                 **{name: getattr(event, name) for name in AlertEvent.model_fields},

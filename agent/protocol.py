@@ -84,7 +84,7 @@ class Hello(_Message):
     agent_version: Annotated[str, StringConstraints(max_length=32)]
     interval: float = Field(gt=0, le=3600)
     metrics: list[Name] = Field(default_factory=list, max_length=500)
-    rules: list[Name] = Field(default_factory=list, max_length=500)
+    rules: list[Name] = Field(default_factory=list, max_length=1000)
     buffer_seconds: int = Field(ge=0)
 
 

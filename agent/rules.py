@@ -452,6 +452,12 @@ def _merge(base: RuleSet, overrides: Sequence[tuple[str, Rule | None]]) -> RuleS
     return RuleSet(tuple(merged.values()))
 
 
+def merge_rules(base: RuleSet, over: RuleSet) -> RuleSet:
+    """``over``'s rules replace same-named rules of ``base`` and add the rest (used to put the
+    rules pushed by the server on top of the local rules file)."""
+    return _merge(base, [(rule.name, rule) for rule in over.rules])
+
+
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)

@@ -160,7 +160,7 @@ class StreamClient:
         self._heartbeat = heartbeat or None
         self._connect_timeout = connect_timeout
         self._clock = clock
-        self._log = logger if logger is not None else logging.getLogger(__name__)
+        self._log = logger if logger is not None else logging.getLogger("oneconnect." + __name__)
 
         self._main_task: asyncio.Task[None] | None = None
         self._closing = False

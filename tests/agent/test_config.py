@@ -88,6 +88,7 @@ def test_unknown_env_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ("peer_k = 1", "peer_k"),
         ("log_format = 'xml'", "log_format"),
         ("buffer_seconds = 10", "buffer_seconds"),
+        ("max_series = 5000", "max_series"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
@@ -96,7 +97,16 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
 
 def test_bad_env_json_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONECONNECT_AGENT_VPN_PROCESSES", '["openvpn"')
-    assert "vpn_processes" in errors_of()
+    assert errors_of().startswith("ONECONNECT_AGENT_VPN_PROCESSES: not valid JSON")
+
+
+def test_buffer_bound_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONECONNECT_AGENT_BUFFER_SECONDS", "86400")
+    monkeypatch.setenv("ONECONNECT_AGENT_MAX_SERIES", "1900")
+    monkeypatch.setenv("ONECONNECT_AGENT_INTERVAL", "1")
+    text = errors_of()
+    assert "buffer_seconds=86400" in text
+    assert "the limit is 64 MiB" in text
 
 
 def test_bad_toml_names_the_file_and_line(tmp_path: Path) -> None:

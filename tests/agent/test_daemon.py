@@ -69,8 +69,38 @@ async def test_stream_end_to_end(tmp_path: Path) -> None:
     wire = "\n".join(m.model_dump_json() for m in server.received).lower()
     leaks = {ident for ident in this_hosts_identifiers() if ident in wire}
     assert leaks == set(), f"host identifiers on the wire: {leaks}"
+    logs = agent.stderr.lower()
+    assert {ident for ident in this_hosts_identifiers() if ident in logs} == set()
     assert TOKEN not in agent.stderr
     assert TOKEN not in agent.stdout
+
+
+async def test_config_pushed_by_the_server_is_validated_then_applied(tmp_path: Path) -> None:
+    async with FakeServer(token=TOKEN) as server:
+        agent = await AgentProcess.start(
+            env=stream_env(server, rules_file(tmp_path, "include_defaults = false\n"))
+        )
+        try:
+            await server.wait_for(lambda: len(server.metrics()) >= 1, timeout=15)
+            bad = {"v": 1, "type": "config", "rules": [{"name": "x", "metric": "no_such"}]}
+            await server.send_raw(json.dumps(bad))
+            good = {
+                "v": 1,
+                "type": "config",
+                "interval": 2,
+                "rules": [
+                    {"name": "pushed", "metric": "load1", "op": ">=", "threshold": 0},
+                ],
+            }
+            await server.send_raw(json.dumps(good))
+            await server.wait_for(lambda: len(server.alerts()) >= 1, timeout=10)
+        finally:
+            code = await agent.stop()
+    assert code == 0
+    assert server.alerts()[0].event.rule == "pushed"
+    assert "server pushed invalid rules, keeping the current rules" in agent.stderr
+    assert "no_such" in agent.stderr
+    assert "interval set by the server: 2.0s" in agent.stderr
 
 
 async def test_sigterm_drains_unacked_alerts_then_exits_zero(tmp_path: Path) -> None:
@@ -253,3 +283,39 @@ async def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
     assert await missing_token.wait(30) == 2
     assert "token" in missing_token.stderr
+
+
+async def test_sighup_is_handled_at_once_even_with_a_long_interval(tmp_path: Path) -> None:
+    rules = rules_file(tmp_path, "include_defaults = false\n")
+    async with FakeServer(token=TOKEN) as server:
+        agent = await AgentProcess.start(
+            env={**stream_env(server, rules), "ONECONNECT_AGENT_INTERVAL": "600"}
+        )
+        try:
+            await server.wait_for(lambda: len(server.metrics()) >= 1, timeout=15)
+            rules.write_text(FIRING_RULES)
+            agent.signal(signal.SIGHUP)
+            # The reload wakes the 10-minute wait: the new rule fires within seconds.
+            await server.wait_for(lambda: len(server.alerts()) >= 1, timeout=10)
+        finally:
+            code = await agent.stop()
+    assert code == 0
+
+
+async def test_busy_metrics_port_exits_2_with_a_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        agent = await AgentProcess.start(env={"ONECONNECT_AGENT_METRICS_LISTEN": str(port)})
+        assert await agent.wait(30) == 2
+    assert f"metrics_listen 127.0.0.1:{port}: cannot listen" in agent.stderr
+    assert "Traceback" not in agent.stderr
+
+
+async def test_validate_checks_what_run_checks() -> None:
+    agent = await AgentProcess.start(
+        "validate", env={"ONECONNECT_AGENT_SERVER_URL": "http://127.0.0.1:9"}
+    )
+    assert await agent.wait(30) == 2
+    assert "token is required" in agent.stderr

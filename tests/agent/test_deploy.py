@@ -71,3 +71,12 @@ def test_example_agent_config_and_rules_validate() -> None:
     demo = load_settings(REPO / "deploy/config/demo.toml")
     assert demo.rules is not None
     assert load_rules(REPO / demo.rules).rules
+
+
+def test_readme_lists_every_metric_and_setting() -> None:
+    from agent.config import AgentSettings
+    from agent.metrics import METRICS
+
+    readme = (REPO / "README.md").read_text()
+    assert [m for m in METRICS if f"| `{m}` |" not in readme] == []
+    assert [k for k in AgentSettings.model_fields if f"| `{k}` |" not in readme] == []

@@ -86,7 +86,7 @@ def test_coalescing_keeps_the_newest_event_per_fingerprint() -> None:
 
 def test_all_distinct_drops_the_oldest_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     box = Outbox(capacity=2)
-    with caplog.at_level(logging.WARNING, logger="agent.outbox"):
+    with caplog.at_level(logging.WARNING, logger="oneconnect.agent.outbox"):
         for n in range(4):
             box.add(event(n, fingerprint=n))
     assert ids(box.pending()) == ["evt-00000002", "evt-00000003"]

@@ -75,6 +75,29 @@ def gated_event(gate: PrivacyGate, e: AlertEvent) -> AlertEvent:
         ("CN=alice-laptop", "account name"),
         ("alice-iphone.local", "device host name"),
         ("DESKTOP-7QK2M1", "device host name"),
+        # Spellings that try to slip past (from a review with hostile inputs).
+        ("10-1-2-3", "ipv4 address"),
+        ("10_1_2_3", "ipv4 address"),
+        ("0x0A010203", "ipv4 address"),
+        ("１０.１.２.３", "ipv4 address"),
+        ("10。1。2。3", "ipv4 address"),
+        ("10%2E1%2E2%2E3", "ipv4 address"),
+        ("10.1.2\u200b.3", "ipv4 address"),
+        ("2001%3Adb8%3A%3A1", "ipv6 address"),
+        ("2001：db8：：1", "ipv6 address"),
+        ("2001-db8--1.ipv6-literal.net", "ipv6 address"),
+        ("aa_bb_cc_dd_ee_ff", "mac address"),
+        ("aa bb cc dd ee ff", "mac address"),
+        ("aabbccddeeff", "mac address"),
+        ("alice＠example.com", "e-mail address"),
+        ("alice%40example.com", "e-mail address"),
+        ("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "key"),
+        ("q83vEjRWeJq83vEjRWeJq83v", "key"),
+        ("k2n4p6r8t0v2x4z6b8d0f2h4j6l8n0p2", "key"),
+        ("Alices-iPhone", "device host name"),
+        ("Alices-MacBook-Pro", "device host name"),
+        ("disk /home/alice is full", "personal path"),
+        ("/etc/openvpn/ccd/alice changed", "personal path"),
     ],
 )
 def test_identifiers_are_detected(text: str, kind: str) -> None:
@@ -95,6 +118,9 @@ def test_identifiers_are_detected(text: str, kind: str) -> None:
         "0.1.0",
         "/var/lib/docker",
         "server.crt",
+        "Disk / has 123456789012 bytes free",
+        "2026-12-01 12:30:45",
+        "conntrack_nearly_full",
     ],
 )
 def test_ordinary_names_pass(text: str) -> None:
@@ -135,8 +161,12 @@ def test_non_finite_values_are_refused() -> None:
     assert out == []
 
 
-@pytest.mark.parametrize(("raw", "sent"), [(0.0, "<5"), (4.0, "<5"), (5.0, 5.0), (17.4, 17.0)])
-def test_peer_counts_below_k_are_coarsened(raw: float, sent: float | str) -> None:
+@pytest.mark.parametrize(
+    ("raw", "sent"), [(0.0, "<5"), (4.0, "<5"), (5.0, 5.0), (17.4, 15.0), (20.0, 20.0)]
+)
+def test_peer_counts_are_coarsened_below_k_and_bucketed_above(
+    raw: float, sent: float | str
+) -> None:
     gate = PrivacyGate(k=5)
     (out,) = gated_frame(gate, sample("vpn_active_peers", raw, source="wireguard"))
     assert out.v == sent
@@ -150,19 +180,64 @@ def test_k_is_configurable() -> None:
         PrivacyGate(k=1)
 
 
-def test_tunnel_traffic_is_withheld_while_few_peers() -> None:
+def _interfaces(out: list[WireSample]) -> list[str | None]:
+    return [s.l.get("interface") for s in out if s.m != "vpn_active_peers"]
+
+
+def test_traffic_is_withheld_while_few_peers() -> None:
     gate = PrivacyGate(k=5)
     rx_tunnel = sample("net_rx_bytes_per_second", 1e6, interface="wg0")
     rx_uplink = sample("net_rx_bytes_per_second", 1e6, interface="eth0")
+    conntrack = sample("conntrack_entries", 12.0)
     few = gated_frame(
-        gate, sample("vpn_active_peers", 1.0, source="wireguard"), rx_tunnel, rx_uplink
+        gate, sample("vpn_active_peers", 1.0, source="wireguard"), rx_tunnel, rx_uplink, conntrack
     )
-    assert [s.l.get("interface") for s in few] == [None, "eth0"]
-    assert gate.withheld == 1
+    assert few == [sample("vpn_active_peers", "<5", source="wireguard")]
+    assert gate.withheld == 3
     many = gated_frame(
-        gate, sample("vpn_active_peers", 40.0, source="wireguard"), rx_tunnel, rx_uplink
+        gate, sample("vpn_active_peers", 40.0, source="wireguard"), rx_tunnel, rx_uplink, conntrack
     )
-    assert [s.l.get("interface") for s in many] == [None, "wg0", "eth0"]
+    assert _interfaces(many) == ["wg0", "eth0", None]
+
+
+def test_tunnel_traffic_is_withheld_when_no_peer_count_is_readable() -> None:
+    gate = PrivacyGate(k=5)
+    out = gated_frame(
+        gate,
+        sample("net_rx_bytes_per_second", 1e6, interface="tun0"),
+        sample("net_tx_bytes_per_second", 1e6, interface="vpns+"),
+        sample("net_rx_bytes_per_second", 1e6, interface="eth0"),
+        sample("net_up", 1.0, interface="tun0"),
+    )
+    assert [(s.m, s.l["interface"]) for s in out] == [
+        ("net_rx_bytes_per_second", "eth0"),
+        ("net_up", "tun0"),
+    ]
+
+
+def test_alert_values_follow_the_traffic_rule() -> None:
+    gate = PrivacyGate(k=5)
+    gate.observe([sample("vpn_active_peers", 2.0, source="wireguard")])
+    out = gated_event(
+        gate,
+        event(
+            metric="net_rx_bytes_per_second",
+            labels={"interface": "eth0"},
+            value=9e8,
+            summary="eth0 receives 900000000 B/s",
+        ),
+    )
+    assert out.value is None
+    assert "900000000" not in out.summary
+
+
+def test_summary_rendered_from_a_refused_label_is_withheld() -> None:
+    gate = PrivacyGate()
+    out = gated_event(gate, event(labels={"mount": "/srv/alice"}, summary="Disk /srv/alice full"))
+    assert out.labels == {"mount": "/srv/alice"}  # an ordinary mount point passes
+    out = gated_event(gate, event(labels={"mount": "/var/x y"}, summary="Disk /var/x y is full"))
+    assert out.labels == {}
+    assert out.summary == WITHHELD_SUMMARY
 
 
 def test_refusal_logs_the_field_never_the_value(caplog: pytest.LogCaptureFixture) -> None:

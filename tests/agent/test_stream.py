@@ -358,7 +358,7 @@ async def test_hostile_messages_are_refused_and_the_client_keeps_working(
     async with running(client):
         client.add_event(event(1))
         await server.wait_for(lambda: len(server.alerts()) == 1)
-        with caplog.at_level(logging.WARNING, logger="agent.stream"):
+        with caplog.at_level(logging.WARNING, logger="oneconnect.agent.stream"):
             for frame in frames:
                 await server.send_raw(frame)
             await server.ack(["evt-00000001"])  # a valid ack after all that is still processed
