@@ -72,11 +72,16 @@ def _ipv6(text: str) -> bool:
 
 
 def _looks_random(run: str) -> bool:
-    """A base64-alphabet run with digits and both cases: a key, not a snake_case name."""
+    """A long base64-alphabet run that is a key, not a name: padded (``=``), with ``+``, with
+    digits and both cases, or very long with both cases. snake_case names have underscores and
+    never match the run at all."""
+    upper = any(c.isupper() for c in run)
+    lower = any(c.islower() for c in run)
     return (
-        any(c.isdigit() for c in run)
-        and any(c.isupper() for c in run)
-        and any(c.islower() for c in run)
+        run.endswith("=")
+        or "+" in run
+        or (upper and lower and any(c.isdigit() for c in run))
+        or (len(run) >= 40 and upper and lower)
     )
 
 

@@ -1,16 +1,16 @@
 """The server's one exception tree, converted to JSON at the edge (middleware.py) and nowhere else.
 
-    ApiError                     {"error": {"code", "message"}} with .status
-    ├── BadRequest          400  malformed JSON, bad query string
-    ├── Unauthorized        401  missing or wrong credentials
-    ├── Forbidden           403  authenticated but not allowed (plan limits, CSRF)
-    ├── NotFound            404  no such object — also another account's object
-    ├── MethodNotAllowed    405
-    ├── Conflict            409  duplicate, state conflict, plan limit reached
-    ├── PayloadTooLarge     413
-    ├── Unprocessable       422  valid JSON, invalid field (the field is named)
-    ├── TooManyRequests     429  rate limited (Retry-After given)
-    └── Unavailable         503  storage unreachable
+ApiError                     {"error": {"code", "message"}} with .status
+├── BadRequest          400  malformed JSON, bad query string
+├── Unauthorized        401  missing or wrong credentials
+├── Forbidden           403  authenticated but not allowed (plan limits, CSRF)
+├── NotFound            404  no such object — also another account's object
+├── MethodNotAllowed    405
+├── Conflict            409  duplicate, state conflict, plan limit reached
+├── PayloadTooLarge     413
+├── Unprocessable       422  valid JSON, invalid field (the field is named)
+├── TooManyRequests     429  rate limited (Retry-After given)
+└── Unavailable         503  storage unreachable
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from server.config import ServerSettings
     from server.clock import Clock
+    from server.config import ServerSettings
 
 SETTINGS: web.AppKey[ServerSettings] = web.AppKey("settings")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")

@@ -44,7 +44,7 @@ class _Timex(ctypes.Structure):
     )
 
 
-_libc_adjtimex: Callable[[ctypes._Pointer[_Timex]], int] | None = None
+_libc_adjtimex: Callable[[ctypes._CArgObject], int] | None = None
 
 
 def read_adjtimex() -> tuple[int, int, float]:
@@ -62,7 +62,7 @@ def read_adjtimex() -> tuple[int, int, float]:
         _libc_adjtimex = fn
     tx = _Timex()
     tx.modes = 0  # read only: never set anything
-    rc = _libc_adjtimex(ctypes.pointer(tx))
+    rc = _libc_adjtimex(ctypes.byref(tx))
     if rc < 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import psutil
 
 from agent.collectors.counters import CounterDeltas
-from agent.collectors.sources import SOURCE_ERRORS, describe
+from agent.collectors.sources import SOURCE_ERRORS, describe, read_head
 from agent.samples import Sample, SourceUnavailable
+
+CPU_COUNT_REFRESH_SECONDS = 30.0
 
 
 class CpuTimes(Protocol):
@@ -34,6 +38,40 @@ class CpuTimes(Protocol):
     def steal(self) -> float: ...
 
 
+class StatCpuTimes(NamedTuple):
+    """The leading ``cpu`` line of /proc/stat, in seconds (as ``psutil.cpu_times()``)."""
+
+    user: float
+    nice: float
+    system: float
+    idle: float
+    iowait: float
+    irq: float
+    softirq: float
+    steal: float
+
+
+def stat_cpu_times(proc_root: Path = Path("/proc")) -> Callable[[], StatCpuTimes]:
+    """A ``cpu_times`` reading only the first line of ``<proc_root>/stat`` (one read(2)).
+
+    Older kernels without a steal column (before 2.6.11) read 0 there, as psutil leaves it out.
+    """
+    path = str(proc_root / "stat")
+    ticks = float(os.sysconf("SC_CLK_TCK"))
+
+    def cpu_times() -> StatCpuTimes:
+        head = read_head(path, 512)
+        fields = head[: head.index(b"\n")].split()
+        if fields[0] != b"cpu":
+            raise ValueError("no cpu line")
+        v = [int(f) / ticks for f in fields[1:9]]
+        if len(v) < 7:
+            raise ValueError("short cpu line")
+        return StatCpuTimes(*v, *[0.0] * (8 - len(v)))
+
+    return cpu_times
+
+
 def _percent(part: float, whole: float) -> float:
     return min(100.0, max(0.0, part / whole * 100.0))
 
@@ -42,7 +80,9 @@ class CpuCollector:
     """cpu_usage/iowait/steal_percent, cpu_count, load1/5/15, load1_per_cpu, uptime_seconds.
 
     Busy time is everything but idle and iowait (as psutil counts it); guest time is already
-    inside user/nice, so it is not added again.
+    inside user/nice, so it is not added again. CPU times are read from the first line of
+    /proc/stat each cycle; the CPU count (a sysfs read inside sysconf) is re-read every
+    ``CPU_COUNT_REFRESH_SECONDS`` of ``now`` and the boot time once.
     """
 
     name = "cpu"
@@ -50,14 +90,17 @@ class CpuCollector:
     def __init__(
         self,
         *,
-        cpu_times: Callable[[], CpuTimes] = psutil.cpu_times,
+        cpu_times: Callable[[], CpuTimes] | None = None,
         cpu_count: Callable[[], int | None] = psutil.cpu_count,
-        getloadavg: Callable[[], tuple[float, float, float]] = psutil.getloadavg,
+        getloadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
         boot_time: Callable[[], float] = psutil.boot_time,
         clock: Callable[[], float] = time.time,
+        proc_root: Path = Path("/proc"),
     ) -> None:
-        self._cpu_times = cpu_times
+        self._cpu_times: Callable[[], CpuTimes] = cpu_times or stat_cpu_times(proc_root)
         self._cpu_count = cpu_count
+        self._count: int | None = None
+        self._count_at: float | None = None
         self._getloadavg = getloadavg
         self._boot_time = boot_time
         self._clock = clock
@@ -76,11 +119,15 @@ class CpuCollector:
         except SOURCE_ERRORS as exc:
             self._deltas.reset()
             problems.append(f"CPU times unreadable ({describe(exc)})")
-        count: int | None = None
-        try:
-            count = self._cpu_count()
-        except SOURCE_ERRORS as exc:
-            problems.append(f"CPU count unreadable ({describe(exc)})")
+        count = self._count
+        at = self._count_at
+        if at is None or not 0 <= now - at < CPU_COUNT_REFRESH_SECONDS:
+            try:
+                count = self._count = self._cpu_count()
+                self._count_at = now
+            except SOURCE_ERRORS as exc:
+                count = self._count = self._count_at = None
+                problems.append(f"CPU count unreadable ({describe(exc)})")
         if count:
             out.append(Sample("cpu_count", float(count)))
         try:

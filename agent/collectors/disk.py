@@ -1,15 +1,21 @@
-"""Space and inodes per real mount (statvfs), and I/O rates summed over physical disks."""
+"""Space and inodes per real mount (statvfs), and I/O rates summed over physical disks.
+
+The mount table is re-read every ``PARTITIONS_REFRESH_SECONDS``; disk I/O counters are read from
+/proc/diskstats each cycle, and which of its devices are physical disks is worked out again only
+when the set of device names changes.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import psutil
 
 from agent.collectors.counters import CounterDeltas
-from agent.collectors.sources import SOURCE_ERRORS, describe
+from agent.collectors.sources import SOURCE_ERRORS, describe, read_bytes
 from agent.metrics import LABELS
 from agent.samples import Sample, SourceUnavailable, labels
 
@@ -27,6 +33,8 @@ VIRTUAL_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd")
 """Block devices whose I/O is not a physical disk's, or is already counted on one."""
 
 PARTITIONS_REFRESH_SECONDS = 30.0
+SECTOR_BYTES = 512
+"""/proc/diskstats counts 512-byte sectors whatever the device's sector size."""
 _MOUNT_LABEL = LABELS["mount"]
 
 
@@ -63,12 +71,38 @@ class DiskIo(Protocol):
     def busy_time(self) -> int: ...
 
 
+class DiskIoCounters(NamedTuple):
+    read_bytes: int
+    write_bytes: int
+    busy_time: int  # milliseconds spent doing I/O
+
+
+def parse_diskstats(data: bytes) -> dict[str, DiskIoCounters]:
+    """Per-device counters from /proc/diskstats, as ``psutil.disk_io_counters(perdisk=True)``
+    reads them (without its wrap-around correction: a counter that goes back is a reset here).
+
+    Lines are ``major minor name`` and 11 fields (or more since Linux 4.18); a 2.6 kernel's
+    partition lines have 4 fields and no busy time.
+    """
+    out: dict[str, DiskIoCounters] = {}
+    for line in data.split(b"\n"):
+        f = line.split()
+        n = len(f)
+        if n >= 14:
+            out[f[2].decode("ascii", "replace")] = DiskIoCounters(
+                int(f[5]) * SECTOR_BYTES, int(f[9]) * SECTOR_BYTES, int(f[12])
+            )
+        elif n == 7:
+            out[f[2].decode("ascii", "replace")] = DiskIoCounters(
+                int(f[4]) * SECTOR_BYTES, int(f[6]) * SECTOR_BYTES, 0
+            )
+        elif n:
+            raise ValueError("unexpected /proc/diskstats line")
+    return out
+
+
 def _partitions() -> Sequence[Partition]:
     return psutil.disk_partitions(all=False)
-
-
-def _disk_io() -> Mapping[str, DiskIo]:
-    return psutil.disk_io_counters(perdisk=True) or {}
 
 
 def is_partition(name: str, names: set[str] | frozenset[str]) -> bool:
@@ -98,7 +132,11 @@ def select_mounts(parts: Sequence[Partition]) -> tuple[list[str], int]:
 
 class DiskCollector:
     """disk_used_percent/free_bytes/inodes_used_percent{mount}; disk_read/write_bytes_per_second
-    and disk_busy_percent over physical disks."""
+    and disk_busy_percent over physical disks.
+
+    The mount list is cached for ``PARTITIONS_REFRESH_SECONDS`` of ``now``; space is statvfs'd
+    each cycle. ``disk_io_counters`` defaults to reading ``<proc_root>/diskstats``.
+    """
 
     name = "disk"
 
@@ -107,11 +145,21 @@ class DiskCollector:
         *,
         disk_partitions: Callable[[], Sequence[Partition]] = _partitions,
         statvfs: Callable[[str], StatVfs] = os.statvfs,
-        disk_io_counters: Callable[[], Mapping[str, DiskIo]] = _disk_io,
+        disk_io_counters: Callable[[], Mapping[str, DiskIo]] | None = None,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self._disk_partitions = disk_partitions
         self._statvfs = statvfs
+        if disk_io_counters is None:
+            diskstats = str(proc_root / "diskstats")
+
+            def read_diskstats() -> Mapping[str, DiskIo]:
+                return parse_diskstats(read_bytes(diskstats))
+
+            disk_io_counters = read_diskstats
         self._disk_io_counters = disk_io_counters
+        self._device_names: frozenset[str] | None = None
+        self._physical: tuple[str, ...] = ()
         self._mounts: list[str] = []
         self._skipped = 0
         self._mounts_at: float | None = None
@@ -170,11 +218,17 @@ class DiskCollector:
             self._deltas.reset()
             problems.append(f"disk I/O counters unreadable ({describe(exc)})")
             return False
-        names = frozenset(counters)
+        if self._device_names is None or counters.keys() != self._device_names:
+            names = frozenset(counters)
+            self._device_names = names
+            self._physical = tuple(
+                name
+                for name in counters
+                if not name.startswith(VIRTUAL_DISKS) and not is_partition(name, names)
+            )
         reading: dict[tuple[str, str], float] = {}
-        for name, c in counters.items():
-            if name.startswith(VIRTUAL_DISKS) or is_partition(name, names):
-                continue
+        for name in self._physical:
+            c = counters[name]
             reading[(name, "r")] = c.read_bytes
             reading[(name, "w")] = c.write_bytes
             reading[(name, "busy")] = c.busy_time
@@ -184,9 +238,14 @@ class DiskCollector:
         elapsed, d = result
         if not d:  # every disk's counters went back (reset): no rate this cycle
             return True
-        read = sum(v for (_, kind), v in d.items() if kind == "r")
-        write = sum(v for (_, kind), v in d.items() if kind == "w")
-        busy_ms = max((v for (_, kind), v in d.items() if kind == "busy"), default=0.0)
+        read = write = busy_ms = 0.0
+        for (_, kind), v in d.items():
+            if kind == "r":
+                read += v
+            elif kind == "w":
+                write += v
+            elif v > busy_ms:
+                busy_ms = v
         out.append(Sample("disk_read_bytes_per_second", read / elapsed))
         out.append(Sample("disk_write_bytes_per_second", write / elapsed))
         out.append(Sample("disk_busy_percent", min(100.0, busy_ms / (elapsed * 1000.0) * 100.0)))

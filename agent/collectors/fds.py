@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.collectors.sources import SOURCE_ERRORS, read_text, why
+from agent.collectors.sources import SOURCE_ERRORS, read_bytes, why
 from agent.samples import Sample, SourceUnavailable
 
 
@@ -18,11 +18,11 @@ class FdCollector:
     name = "fds"
 
     def __init__(self, *, proc_root: Path = Path("/proc")) -> None:
-        self._file_nr = proc_root / "sys" / "fs" / "file-nr"
+        self._file_nr = str(proc_root / "sys" / "fs" / "file-nr")
 
     def collect(self, now: float) -> Sequence[Sample]:
         try:
-            allocated, unused, maximum = (int(f) for f in read_text(self._file_nr).split()[:3])
+            allocated, unused, maximum = map(int, read_bytes(self._file_nr).split()[:3])
         except SOURCE_ERRORS as exc:
             msg = f"file handle counts unreadable: {why(self._file_nr, exc)}"
             raise SourceUnavailable(msg) from None

@@ -1,74 +1,105 @@
-"""Memory and swap (psutil), OOM kills (/proc/vmstat) and pressure stall information (PSI)."""
+"""Memory and swap (/proc/meminfo), OOM kills (/proc/vmstat) and pressure stall information (PSI).
+
+/proc/meminfo is read once a cycle for both memory and swap, with psutil's arithmetic
+(``virtual_memory().available``, ``swap_memory().percent``) but none of its other fields.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-import psutil
-
-from agent.collectors.sources import SOURCE_ERRORS, describe, read_text, why
+from agent.collectors.sources import SOURCE_ERRORS, read_bytes, why
 from agent.samples import Sample, SourceUnavailable, labels
 
 PSI_RESOURCES = ("cpu", "memory", "io")
 
 
-class VirtualMemory(Protocol):
-    @property
-    def total(self) -> int: ...
-    @property
-    def available(self) -> int: ...
+def find_field(data: bytes, key: bytes) -> int | None:
+    """The number after ``key`` at the start of a line (``b"MemTotal:"``, ``b"oom_kill "``),
+    or None if no line starts with it."""
+    if data.startswith(key):
+        start = len(key)
+    else:
+        pos = data.find(b"\n" + key)
+        if pos < 0:
+            return None
+        start = pos + 1 + len(key)
+    end = data.find(b"\n", start)
+    return int((data[start:] if end < 0 else data[start:end]).split()[0])
 
 
-class SwapMemory(Protocol):
-    @property
-    def percent(self) -> float: ...
+def find_vmstat(data: bytes, field: str) -> int | None:
+    """The value of one ``name value`` line of /proc/vmstat, or None if the kernel lacks it."""
+    return find_field(data, field.encode() + b" ")
 
 
-def parse_psi(text: str) -> dict[str, float]:
+def parse_psi(data: bytes) -> dict[str, float]:
     """``{"some": avg10, "full": avg10}`` from a /proc/pressure/<resource> file."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
+    for line in data.split(b"\n"):
+        kind, _, rest = line.partition(b" ")
         for field in rest.split():
-            if field.startswith("avg10="):
-                out[kind] = float(field[6:])
+            if field.startswith(b"avg10="):
+                out[kind.decode("ascii", "replace")] = float(field[6:])
                 break
     return out
 
 
-def find_vmstat(text: str, field: str) -> int | None:
-    """The value of one ``name value`` line of /proc/vmstat, or None if the kernel lacks it."""
-    key = field + " "
-    if text.startswith(key):
-        start = len(key)
-    else:
-        pos = text.find("\n" + key)
-        if pos < 0:
-            return None
-        start = pos + 1 + len(key)
-    end = text.find("\n", start)
-    return int(text[start:] if end < 0 else text[start:end])
+def _kb(data: bytes, key: bytes) -> int | None:
+    value = find_field(data, key)
+    return None if value is None else value * 1024
+
+
+def estimate_available(meminfo: bytes, zoneinfo: str) -> int:
+    """psutil's estimate of available memory, in bytes, for a kernel without MemAvailable
+    (before 3.14) or one reporting 0: free + page cache + reclaimable slab, less the zones' low
+    watermarks; free + cached when a figure it needs is missing."""
+    free = _kb(meminfo, b"MemFree:")
+    if free is None:
+        raise ValueError("no MemFree")
+    fallback = free + (_kb(meminfo, b"Cached:") or 0)
+    active_file = _kb(meminfo, b"Active(file):")
+    inactive_file = _kb(meminfo, b"Inactive(file):")
+    slab_reclaimable = _kb(meminfo, b"SReclaimable:")
+    if active_file is None or inactive_file is None or slab_reclaimable is None:
+        return fallback
+    try:
+        zones = read_bytes(zoneinfo)
+    except OSError:
+        return fallback
+    watermark_low = 0
+    for line in zones.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"low"):
+            watermark_low += int(line.split()[1])
+    watermark_low *= os.sysconf("SC_PAGE_SIZE")
+    avail: float = free - watermark_low
+    pagecache = active_file + inactive_file
+    avail += pagecache - min(pagecache / 2, watermark_low)
+    avail += slab_reclaimable - min(slab_reclaimable / 2.0, watermark_low)
+    return int(avail)
 
 
 class MemoryCollector:
     """memory_available_percent/bytes, memory_total_bytes, swap_used_percent, oom_kills,
-    pressure_some_avg10{resource}, pressure_full_avg10{resource}."""
+    pressure_some_avg10{resource}, pressure_full_avg10{resource}.
+
+    Available memory is MemAvailable, estimated as psutil does when the kernel lacks it (or
+    reports 0), capped as psutil caps it; swap_used_percent is rounded to 0.1 as psutil rounds
+    it, and 0 without swap.
+    """
 
     name = "memory"
 
-    def __init__(
-        self,
-        *,
-        virtual_memory: Callable[[], VirtualMemory] = psutil.virtual_memory,
-        swap_memory: Callable[[], SwapMemory] = psutil.swap_memory,
-        proc_root: Path = Path("/proc"),
-    ) -> None:
-        self._virtual_memory = virtual_memory
-        self._swap_memory = swap_memory
-        self._vmstat = proc_root / "vmstat"
-        self._pressure = [(r, proc_root / "pressure" / r) for r in PSI_RESOURCES]
+    def __init__(self, *, proc_root: Path = Path("/proc")) -> None:
+        self._meminfo = str(proc_root / "meminfo")
+        self._zoneinfo = str(proc_root / "zoneinfo")
+        self._vmstat = str(proc_root / "vmstat")
+        self._pressure = [
+            (str(proc_root / "pressure" / r), labels(resource=r)) for r in PSI_RESOURCES
+        ]
         self._prev_oom: int | None = None
         self._problems: tuple[str, ...] = ()
 
@@ -79,25 +110,47 @@ class MemoryCollector:
         out: list[Sample] = []
         problems: list[str] = []
         try:
-            vm = self._virtual_memory()
+            meminfo = read_bytes(self._meminfo)
+            total, available = self._memory(meminfo)
         except SOURCE_ERRORS as exc:
-            raise SourceUnavailable(f"memory figures unreadable ({describe(exc)})") from None
-        if vm.total > 0:
-            out.append(Sample("memory_total_bytes", float(vm.total)))
-            out.append(Sample("memory_available_bytes", float(vm.available)))
-            out.append(Sample("memory_available_percent", vm.available / vm.total * 100.0))
+            msg = f"memory figures unreadable: {why(self._meminfo, exc)}"
+            raise SourceUnavailable(msg) from None
+        if total > 0:
+            out.append(Sample("memory_total_bytes", float(total)))
+            out.append(Sample("memory_available_bytes", float(available)))
+            out.append(Sample("memory_available_percent", available / total * 100.0))
         try:
-            out.append(Sample("swap_used_percent", float(self._swap_memory().percent)))
-        except SOURCE_ERRORS as exc:
-            problems.append(f"swap figures unreadable ({describe(exc)})")
+            swap_total = _kb(meminfo, b"SwapTotal:")
+            swap_free = _kb(meminfo, b"SwapFree:")
+        except SOURCE_ERRORS:
+            swap_total = swap_free = None
+        if swap_total is None or swap_free is None:
+            problems.append(f"swap figures absent (no SwapTotal/SwapFree in {self._meminfo})")
+        else:
+            percent = round((swap_total - swap_free) / swap_total * 100, 1) if swap_total else 0.0
+            out.append(Sample("swap_used_percent", percent))
         self._oom_kills(out, problems)
         self._psi(out, problems)
         self._problems = tuple(problems)
         return out
 
+    def _memory(self, meminfo: bytes) -> tuple[int, int]:
+        """(total, available) in bytes, as ``psutil.virtual_memory()`` computes them."""
+        total = _kb(meminfo, b"MemTotal:")
+        if total is None:
+            raise ValueError("no MemTotal")
+        available = _kb(meminfo, b"MemAvailable:")
+        if not available:  # missing (kernel before 3.14) or 0 (a kernel bug psutil works around)
+            available = estimate_available(meminfo, self._zoneinfo)
+        if available < 0:
+            available = 0
+        elif available > total:  # inside some containers: psutil then reports MemFree
+            available = _kb(meminfo, b"MemFree:") or 0
+        return total, available
+
     def _oom_kills(self, out: list[Sample], problems: list[str]) -> None:
         try:
-            value = find_vmstat(read_text(self._vmstat), "oom_kill")
+            value = find_field(read_bytes(self._vmstat), b"oom_kill ")
         except SOURCE_ERRORS as exc:
             self._prev_oom = None
             problems.append(f"OOM kill counter unreadable: {why(self._vmstat, exc)}")
@@ -114,13 +167,12 @@ class MemoryCollector:
 
     def _psi(self, out: list[Sample], problems: list[str]) -> None:
         failures: list[str] = []
-        for resource, path in self._pressure:
+        for path, res in self._pressure:
             try:
-                avg10 = parse_psi(read_text(path))
+                avg10 = parse_psi(read_bytes(path))
             except SOURCE_ERRORS as exc:
                 failures.append(why(path, exc))
                 continue
-            res = labels(resource=resource)
             if "some" in avg10:
                 out.append(Sample("pressure_some_avg10", avg10["some"], res))
             if "full" in avg10:

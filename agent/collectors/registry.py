@@ -38,9 +38,9 @@ def default_collectors(
     Raises ValueError for a port or interface name that cannot be used.
     """
     collectors: list[Collector] = [
-        CpuCollector(),
+        CpuCollector(proc_root=proc_root),
         MemoryCollector(proc_root=proc_root),
-        DiskCollector(),
+        DiskCollector(proc_root=proc_root),
         FdCollector(proc_root=proc_root),
         NetworkCollector(
             vpn_interfaces=vpn_interfaces,

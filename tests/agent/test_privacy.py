@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.privacy import WITHHELD_SUMMARY, PrivacyGate, identifier_kind
+from agent.identifiers import identifier_kind
+from agent.privacy import WITHHELD_SUMMARY, PrivacyGate
 from agent.protocol import Alert, AlertEvent, Hello, Metrics, Ping, WireSample, dumps
 
 
@@ -94,6 +95,7 @@ def gated_event(gate: PrivacyGate, e: AlertEvent) -> AlertEvent:
         ("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "key"),
         ("q83vEjRWeJq83vEjRWeJq83v", "key"),
         ("k2n4p6r8t0v2x4z6b8d0f2h4j6l8n0p2", "key"),
+        ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgA=", "key"),
         ("Alices-iPhone", "device host name"),
         ("Alices-MacBook-Pro", "device host name"),
         ("disk /home/alice is full", "personal path"),

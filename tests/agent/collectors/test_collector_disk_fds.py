@@ -6,7 +6,7 @@ from typing import NamedTuple, NoReturn
 
 import pytest
 
-from agent.collectors.disk import DiskCollector, is_partition
+from agent.collectors.disk import DiskCollector, DiskIoCounters, is_partition, parse_diskstats
 from agent.collectors.fds import FdCollector
 from agent.samples import SourceUnavailable
 
@@ -150,6 +150,53 @@ def test_disk_sources_unreadable() -> None:
     )
     with pytest.raises(SourceUnavailable, match="mount table unreadable"):
         both.collect(1.0)
+
+
+def test_diskstats_parsed_as_psutil_reads_it() -> None:
+    got = parse_diskstats((PROC / "diskstats").read_bytes())
+    assert got["vda"] == DiskIoCounters(3854802 * 512, 2837856 * 512, 12992)
+    assert got["nvme0n1"] == DiskIoCounters(4000 * 512, 8000 * 512, 300)  # 14 fields: 4.17
+    assert got["sdb1"] == DiskIoCounters(20 * 512, 40 * 512, 0)  # a 2.6 partition line
+    assert set(got) == {"loop0", "vda", "vda1", "nvme0n1", "nvme0n1p1", "sdb1", "zram0"}
+    with pytest.raises(ValueError, match="unexpected"):
+        parse_diskstats(b"   8 0 sda 1 2 3\n")
+
+
+def test_io_default_source_reads_proc_root(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    d = DiskCollector(disk_partitions=lambda: [], statvfs=statvfs, proc_root=proc)
+    assert d.collect(1.0) == []
+    diskstats = proc / "diskstats"
+    # vda: +1000 sectors read, busy +100 ms; loop0, vda1 and zram0 are not counted.
+    text = diskstats.read_text()
+    text = text.replace(" 3854802 ", " 3855802 ").replace(" 12992 ", " 13092 ")
+    diskstats.write_text(text.replace("loop0 100 0 200", "loop0 100 0 9200"))
+    assert plain(d.collect(2.0)) == {
+        "disk_read_bytes_per_second": 512000.0,
+        "disk_write_bytes_per_second": 0.0,
+        "disk_busy_percent": 10.0,
+    }
+    diskstats.unlink()
+    assert d.collect(3.0) == []
+    assert d.problems() == ("disk I/O counters unreadable (missing)",)
+
+
+def test_io_disks_reclassified_when_devices_change() -> None:
+    readings = iter(
+        [
+            {"sda": Io(0, 0, 0)},
+            {"sda": Io(1000, 0, 0)},
+            {"sda": Io(2000, 0, 0), "sdb": Io(0, 0, 0), "sdb1": Io(0, 0, 0)},
+            {"sda": Io(3000, 0, 0), "sdb": Io(4000, 0, 0), "sdb1": Io(4000, 0, 0)},
+        ]
+    )
+    d = DiskCollector(
+        disk_partitions=lambda: [], statvfs=statvfs, disk_io_counters=lambda: next(readings)
+    )
+    d.collect(1.0)
+    assert plain(d.collect(2.0))["disk_read_bytes_per_second"] == 1000.0
+    assert plain(d.collect(3.0))["disk_read_bytes_per_second"] == 1000.0  # sdb: no delta yet
+    assert plain(d.collect(4.0))["disk_read_bytes_per_second"] == 5000.0  # sdb1 not counted
 
 
 def test_is_partition() -> None:

@@ -5,9 +5,12 @@ from pathlib import Path
 import pytest
 
 from agent.collectors.netstack import (
+    CONNTRACK_MAX_REFRESH_SECONDS,
+    FORWARDING_REFRESH_SECONDS,
     ConntrackCollector,
     ForwardingCollector,
     UdpCollector,
+    parse_snmp6_udp,
     parse_snmp_udp,
 )
 from agent.samples import SourceUnavailable
@@ -69,8 +72,14 @@ def test_udp_unavailable(tmp_path: Path) -> None:
         UdpCollector(proc_root=tmp_path).collect(1.0)
 
 
+def test_snmp6_parser_takes_whole_names_only() -> None:
+    text = b"Udp6InErrorsX 9\nUdpLite6InErrors 8\nUdp6InErrors  \t 7\nUdp6RcvbufErrors 4"
+    assert parse_snmp6_udp(text) == {"InErrors": 7, "RcvbufErrors": 4}
+    assert parse_snmp6_udp(b"Udp6SndbufErrors 3\n") == {"SndbufErrors": 3}
+
+
 def test_snmp_parser_ignores_udplite() -> None:
-    got = parse_snmp_udp((PROC / "net" / "snmp").read_text())
+    got = parse_snmp_udp((PROC / "net" / "snmp").read_bytes())
     assert (got["InErrors"], got["RcvbufErrors"], got["SndbufErrors"]) == (30, 20, 5)
 
 
@@ -82,6 +91,39 @@ def test_conntrack_exact() -> None:
         "conntrack_max": 262144.0,
         "conntrack_used_percent": 1234 / 262144 * 100,
     }
+
+
+def test_conntrack_count_every_cycle_max_cached_until_its_refresh(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    netfilter = proc / "sys" / "net" / "netfilter"
+    c = ConntrackCollector(proc_root=proc)
+    c.collect(50.0)
+    (netfilter / "nf_conntrack_count").write_text("2000\n")
+    (netfilter / "nf_conntrack_max").write_text("4000\n")
+    later = 50.0 + CONNTRACK_MAX_REFRESH_SECONDS
+    assert plain(c.collect(later - 1.0)) == {
+        "conntrack_entries": 2000.0,
+        "conntrack_max": 262144.0,
+        "conntrack_used_percent": 2000 / 262144 * 100,
+    }
+    assert plain(c.collect(later)) == {
+        "conntrack_entries": 2000.0,
+        "conntrack_max": 4000.0,
+        "conntrack_used_percent": 50.0,
+    }
+
+
+def test_conntrack_max_reread_after_a_failure(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    netfilter = proc / "sys" / "net" / "netfilter"
+    c = ConntrackCollector(proc_root=proc)
+    c.collect(1.0)
+    (netfilter / "nf_conntrack_count").unlink()  # module unloaded ...
+    with pytest.raises(SourceUnavailable, match="conntrack module not loaded"):
+        c.collect(2.0)
+    (netfilter / "nf_conntrack_count").write_text("10\n")  # ... and loaded with another size
+    (netfilter / "nf_conntrack_max").write_text("1000\n")
+    assert plain(c.collect(3.0))["conntrack_used_percent"] == 1.0
 
 
 def test_conntrack_module_not_loaded(tmp_path: Path) -> None:
@@ -107,4 +149,29 @@ def test_forwarding_without_ipv6_and_without_anything(tmp_path: Path) -> None:
     assert f.problems() == ()
     (proc / "sys" / "net" / "ipv4" / "ip_forward").unlink()
     with pytest.raises(SourceUnavailable, match=r"IP forwarding settings unreadable: .*missing"):
-        f.collect(2.0)
+        f.collect(1.0 + FORWARDING_REFRESH_SECONDS)
+
+
+def test_forwarding_cached_until_its_refresh(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    f = ForwardingCollector(proc_root=proc)
+    assert by_label(f.collect(100.0), "ip_forwarding", "family") == {"ipv4": 1.0, "ipv6": 0.0}
+    (proc / "sys" / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    later = 100.0 + FORWARDING_REFRESH_SECONDS
+    assert by_label(f.collect(later - 0.5), "ip_forwarding", "family")["ipv4"] == 1.0
+    assert by_label(f.collect(later), "ip_forwarding", "family")["ipv4"] == 0.0
+    (proc / "sys" / "net" / "ipv4" / "ip_forward").write_text("1\n")
+    assert by_label(f.collect(later - 1.0), "ip_forwarding", "family")["ipv4"] == 1.0  # clock back
+
+
+def test_forwarding_unreadable_is_retried_every_cycle(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    forward = proc / "sys" / "net" / "ipv4" / "ip_forward"
+    (proc / "sys" / "net" / "ipv6" / "conf" / "all" / "forwarding").unlink()
+    saved = forward.read_text()
+    forward.unlink()
+    f = ForwardingCollector(proc_root=proc)
+    with pytest.raises(SourceUnavailable):
+        f.collect(1.0)
+    forward.write_text(saved)
+    assert by_label(f.collect(2.0), "ip_forwarding", "family") == {"ipv4": 1.0}

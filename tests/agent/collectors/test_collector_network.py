@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors.network import NetworkCollector
+from agent.collectors.network import LINK_REFRESH_SECONDS, NetworkCollector
 from agent.samples import Sample, SourceUnavailable, labels
 
 from .collector_testkit import PROC, SYS, assert_valid, by_label, copy_tree, net_dev, values
@@ -146,3 +146,58 @@ def test_missing_net_dev_is_unavailable(tmp_path: Path) -> None:
         SourceUnavailable, match=r"interface counters unreadable: .*/net/dev missing"
     ):
         NetworkCollector(proc_root=tmp_path, sys_root=SYS).collect(1.0)
+
+
+def test_mtu_and_speed_cached_until_their_refresh(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    sys_root = copy_tree(tmp_path, "sys")
+    eth0 = sys_root / "class" / "net" / "eth0"
+    n = NetworkCollector(proc_root=proc, sys_root=sys_root)
+    n.collect(100.0)
+    (eth0 / "mtu").write_text("9000\n")
+    (eth0 / "speed").write_text("10000\n")
+    (proc / "net" / "dev").write_text(net_dev(SECOND))
+    later = 100.0 + LINK_REFRESH_SECONDS
+    v = values(n.collect(later - 1.0))
+    assert v[("net_mtu", labels(interface="eth0"))] == 1500.0
+    assert v[("net_link_utilization_percent", labels(interface="eth0"))] == pytest.approx(
+        100_000_000 / 29.0 * 8 / 1e9 * 100
+    )
+    v = values(n.collect(later))
+    assert v[("net_mtu", labels(interface="eth0"))] == 9000.0
+    assert v[("net_link_utilization_percent", labels(interface="eth0"))] == 0.0  # no traffic
+
+
+def test_link_state_every_cycle_and_a_change_rereads_mtu_and_speed(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    sys_root = copy_tree(tmp_path, "sys")
+    eth0 = sys_root / "class" / "net" / "eth0"
+    n = NetworkCollector(proc_root=proc, sys_root=sys_root)
+    n.collect(1.0)
+    (eth0 / "operstate").write_text("down\n")
+    (eth0 / "mtu").write_text("1400\n")
+    v = values(n.collect(2.0))
+    assert v[("net_up", labels(interface="eth0"))] == 0.0
+    assert v[("net_mtu", labels(interface="eth0"))] == 1400.0
+    (eth0 / "mtu").write_text("1300\n")
+    (eth0 / "flags").write_text("0x1002\n")  # administratively down as well
+    assert values(n.collect(3.0))[("net_mtu", labels(interface="eth0"))] == 1400.0
+    (eth0 / "operstate").write_text("up\n")
+    (eth0 / "flags").write_text("0x1003\n")
+    v = values(n.collect(4.0))
+    assert v[("net_up", labels(interface="eth0"))] == 1.0
+    assert v[("net_mtu", labels(interface="eth0"))] == 1300.0
+
+
+def test_interface_back_after_missing_rereads_mtu(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    sys_root = copy_tree(tmp_path, "sys")
+    n = NetworkCollector(vpn_interfaces=["tun0"], proc_root=proc, sys_root=sys_root)
+    n.collect(1.0)
+    gone = dict(SECOND)
+    del gone["tun0"]
+    (proc / "net" / "dev").write_text(net_dev(gone))
+    assert values(n.collect(2.0))[("net_up", labels(interface="tun0"))] == 0.0
+    (sys_root / "class" / "net" / "tun0" / "mtu").write_text("1280\n")
+    (proc / "net" / "dev").write_text(net_dev(SECOND))
+    assert values(n.collect(3.0))[("net_mtu", labels(interface="tun0"))] == 1280.0

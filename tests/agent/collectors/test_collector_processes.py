@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from agent.collectors.processes import ProcessCollector, parse_stat
+from agent.collectors.processes import RESCAN_SECONDS, ProcessCollector, parse_stat
 from agent.samples import Sample, SourceUnavailable
 
 from .collector_testkit import PROC, add_process, assert_valid, by_label, copy_tree, remove_process
@@ -113,3 +114,57 @@ def test_unreadable_proc_is_unavailable(tmp_path: Path) -> None:
 def test_parse_stat_with_parentheses_in_name() -> None:
     assert parse_stat((PROC / "77" / "stat").read_text()) == ("S", 5, 0, 100)
     assert parse_stat((PROC / "812" / "stat").read_text()) == ("S", 5000, 200, 2048)
+
+
+def test_pid_gone_then_reused_is_read_afresh(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    c = collector(proc, ["openvpn"])
+    c.collect(1.0)
+    remove_process(proc, 812)
+    assert table(c.collect(2.0), "vpn_process_up") == {"openvpn": 0.0}
+    add_process(proc, 812, "sh", start=9000)  # the pid reused by another program
+    assert table(c.collect(3.0), "vpn_process_up") == {"openvpn": 0.0}
+    add_process(proc, 812, "openvpn", start=9000, rss=7)  # which execs while young
+    samples = c.collect(4.0)
+    assert table(samples, "vpn_process_up") == {"openvpn": 1.0}
+    assert table(samples, "vpn_process_rss_bytes") == {"openvpn": 7.0 * PAGE}
+    assert table(samples, "vpn_process_restarts") == {"openvpn": 1.0}
+
+
+def own_namespace(proc: Path, nspid: str, last_pid: int) -> None:
+    """A fake /proc/self/status (pid namespaces) and /proc/loadavg (the last pid handed out)."""
+    (proc / "self").mkdir()
+    (proc / "self" / "status").write_text(f"Name:\tpython\nPid:\t{nspid}\nNSpid:\t{nspid}\n")
+    set_last_pid(proc, last_pid)
+
+
+def set_last_pid(proc: Path, last_pid: int) -> None:
+    (proc / "loadavg").write_text(f"0.10 0.20 0.30 1/120 {last_pid}\n")
+
+
+def test_listing_skipped_while_no_pid_was_handed_out(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    own_namespace(proc, str(os.getpid()), 1300)
+    c = collector(proc, ["openvpn"])
+    base = table(c.collect(1.0), "vpn_process_rss_bytes")["openvpn"]
+    add_process(proc, 1500, "openvpn", start=20000, rss=10)  # not possible without a new pid
+    assert table(c.collect(2.0), "vpn_process_rss_bytes") == {"openvpn": base}
+    set_last_pid(proc, 1500)
+    assert table(c.collect(3.0), "vpn_process_rss_bytes") == {"openvpn": base + 10 * PAGE}
+    remove_process(proc, 812)  # an exit hands out no pid: seen from its stat file
+    assert table(c.collect(4.0), "vpn_process_rss_bytes") == {"openvpn": 10 * PAGE}
+    remove_process(proc, 1500)
+    samples = c.collect(5.0)
+    assert table(samples, "vpn_process_up") == {"openvpn": 0.0}
+    add_process(proc, 1600, "openvpn", start=20100)
+    assert table(c.collect(6.0), "vpn_process_up") == {"openvpn": 0.0}
+    assert table(c.collect(1.0 + RESCAN_SECONDS), "vpn_process_up") == {"openvpn": 1.0}
+
+
+def test_listing_every_cycle_when_proc_is_another_namespace(tmp_path: Path) -> None:
+    proc = copy_tree(tmp_path, "proc")
+    own_namespace(proc, f"{os.getpid()}\t7", 1300)  # this process is in a child namespace
+    c = collector(proc, ["openvpn"])
+    base = table(c.collect(1.0), "vpn_process_rss_bytes")["openvpn"]
+    add_process(proc, 1500, "openvpn", start=20000, rss=10)
+    assert table(c.collect(2.0), "vpn_process_rss_bytes") == {"openvpn": base + 10 * PAGE}
