@@ -112,7 +112,7 @@ class AgentSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_buffer_bound(self) -> AgentSettings:
         slots = math.ceil(self.buffer_seconds / self.interval)
-        bound = (self.max_series + 1) * slots * 8
+        bound = slots * (8 + 4 * self.max_series)  # agent.buffer.RingBuffer.bound_bytes
         if bound > MAX_BUFFER_BYTES:
             raise ValueError(
                 f"buffer_seconds={self.buffer_seconds} at interval={self.interval:g} with "

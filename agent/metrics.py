@@ -217,7 +217,7 @@ METRICS: dict[str, MetricDef] = {
             kind="counter",
         ),
         _m("agent_collector_up", "bool", "Collector read its source this cycle", "collector"),
-        _m("agent_cycle_seconds", "seconds", "CPU time of the last collection cycle"),
+        _m("agent_cycle_seconds", "seconds", "Wall time the last collection took"),
     )
 }
 

@@ -14,7 +14,7 @@ ROOT = SeriesKey("disk_used_percent", labels(mount="/"))
 
 def test_bound_is_known_at_start_and_never_exceeded() -> None:
     buf = RingBuffer(capacity=3600, max_series=200)
-    assert buf.bound_bytes == 201 * 3600 * 8
+    assert buf.bound_bytes == 3600 * 8 + 200 * 3600 * 4  # float64 times, float32 values
     for cycle in range(50):
         buf.append(float(cycle), [Sample("m", 1.0, labels(mount=f"/m{i}")) for i in range(300)])
     assert buf.series_count == 200
@@ -25,7 +25,14 @@ def test_bound_is_known_at_start_and_never_exceeded() -> None:
 def test_series_are_numeric_arrays_not_lists() -> None:
     buf = RingBuffer(capacity=10)
     buf.append(1.0, [Sample("load1", 0.5)])
-    assert all(isinstance(v, array) for v in buf._series.values())
+    assert all(isinstance(v, array) and v.typecode == "f" for v in buf._series.values())
+
+
+def test_float32_keeps_health_figures_close() -> None:
+    buf = RingBuffer(capacity=4)
+    buf.append(1.0, [Sample("memory_total_bytes", 25_769_803_776.0), Sample("load1", 0.1)])
+    assert buf.latest(SeriesKey("memory_total_bytes", ())) == 25_769_803_776.0
+    assert abs((buf.latest(SeriesKey("load1", ())) or 0) - 0.1) < 1e-7
 
 
 def test_values_window_and_wraparound() -> None:
