@@ -138,6 +138,27 @@ class ServerSettings(BaseSettings):
         return [ipaddress.ip_network(c, strict=False) for c in self.webhook_allow_networks]
 
 
+class _ExactSettings(ServerSettings):
+    """Validated like ServerSettings, from the given values only (no environment)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def exact_settings(**values: Any) -> ServerSettings:
+    """Settings from exactly these values, validated, ignoring ONECONNECT_SERVER_* (the demo,
+    tests, command-line overrides)."""
+    return _ExactSettings(**values)
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
@@ -176,8 +197,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> ServerSe
     try:
         settings = ServerSettings(**data)
         if overrides:
-            # model_validate skips the settings sources: the overrides are final.
-            settings = ServerSettings.model_validate({**settings.model_dump(), **overrides})
+            settings = exact_settings(**{**settings.model_dump(), **overrides})
         return settings
     except ValidationError as exc:
         raise ConfigError(
