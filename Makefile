@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit bench bench-quick lock clean
+
+.PHONY: demo agent-demo test lint typecheck unit bench bench-quick lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -16,9 +17,14 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[server,test]'
 	@touch $(STAMP)
 
-## demo: run the agent in the foreground against this machine; alert events print as JSON lines
+## demo: the whole system on this machine — server on SQLite (data/demo), a demo account and
+## node, a real agent streaming this machine's health; prints the URLs and the demo API key
 # (PYTHONDONTWRITEBYTECODE: the agent writes no files, not even Python's bytecode cache.)
 demo: $(STAMP)
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/oneconnect-server demo
+
+## agent-demo: only the agent, standalone, printing its alert events as JSON lines
+agent-demo: $(STAMP)
 	PYTHONDONTWRITEBYTECODE=1 ONECONNECT_AGENT_INTERVAL=$${ONECONNECT_AGENT_INTERVAL:-2} \
 		$(BIN)/oneconnect-agent run --config deploy/config/demo.toml
 

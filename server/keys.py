@@ -9,6 +9,17 @@ from aiohttp import web
 if TYPE_CHECKING:
     from server.clock import Clock
     from server.config import ServerSettings
+    from server.dispatch import Dispatcher
+    from server.live import LiveState
+    from server.ratelimit import RateLimiter
+    from server.stats import Stats
+    from server.storage.store import Store
 
 SETTINGS: web.AppKey[ServerSettings] = web.AppKey("settings")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+STORE: web.AppKey[Store] = web.AppKey("store")
+LIVE: web.AppKey[LiveState] = web.AppKey("live")
+DISPATCH: web.AppKey[Dispatcher] = web.AppKey("dispatch")
+LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
+STATS: web.AppKey[Stats] = web.AppKey("stats")
+STARTED_AT: web.AppKey[float] = web.AppKey("started_at")

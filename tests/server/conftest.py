@@ -1,0 +1,189 @@
+"""Server test fixtures: real databases (SQLite file and PostgreSQL), a real app on 127.0.0.1.
+
+Databases — every fixture below that takes ``empty_db_url`` runs its test twice, on
+``sqlite`` (a file under tmp_path) and on ``postgresql`` (a fresh database ``oc_test_<hex>``
+created through asyncpg on $ONECONNECT_TEST_POSTGRES, default
+postgresql://postgres@127.0.0.1:5432/postgres, and dropped afterwards). Without a reachable
+PostgreSQL the ``postgresql`` runs skip with one reason line — unless $CI is "true": then they
+fail, because CI must run them.
+
+    empty_db_url -> str        a new, empty database (SQLAlchemy URL)
+    db_url -> str              the same, migrated to head
+    store -> Store             an open Store on db_url
+    clock -> FakeClock         time moves only with clock.advance()
+    settings -> ServerSettings loopback, database_url=db_url, data_dir=tmp_path
+    server -> LiveServer       the app on 127.0.0.1:<free port> (url, app, store, clock)
+    client -> ClientSession    base_url=server.url, cookie jar that accepts 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from sqlalchemy.engine import make_url
+from yarl import URL
+
+from server.app import create_app
+from server.clock import FakeClock
+from server.config import ServerSettings
+from server.storage.migrate import migrate
+from server.storage.store import Store
+
+POSTGRES_ENV = "ONECONNECT_TEST_POSTGRES"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def postgres_dsn() -> str:
+    return os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES
+
+
+async def _probe(dsn: str) -> str | None:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    await conn.close()
+    return None
+
+
+_probed: dict[str, str | None] = {}
+"""DSN -> None (reachable) or the problem; probed once per test session."""
+
+
+async def postgres_admin() -> str:
+    """The admin DSN of a reachable PostgreSQL; otherwise skip (or fail when $CI is "true")."""
+    dsn = postgres_dsn()
+    if dsn not in _probed:
+        _probed[dsn] = await _probe(dsn)
+    problem = _probed[dsn]
+    if problem is not None:
+        shown = make_url(dsn).render_as_string(hide_password=True)
+        reason = (
+            f"PostgreSQL not reachable at {shown} ({problem}); start it "
+            f"(pg_ctlcluster 15 main start) or set {POSTGRES_ENV}"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return dsn
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'oneconnect.db'}"
+        return
+    admin = await postgres_admin()
+    name = f"oc_test_{secrets.token_hex(8)}"
+    conn = await asyncpg.connect(admin, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        url = make_url(admin).set(drivername="postgresql+asyncpg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        conn = await asyncpg.connect(admin, timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def db_url(empty_db_url: str) -> str:
+    await migrate(empty_db_url)
+    return empty_db_url
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(db_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_settings(tmp_path: Path, db_url: str, **overrides: object) -> ServerSettings:
+    """Settings from exactly these values (model_validate skips the environment)."""
+    return ServerSettings.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "data_dir": tmp_path,
+            "database_url": db_url,
+            "migrate_on_start": False,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> ServerSettings:
+    return make_settings(tmp_path, db_url)
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: URL
+    app: web.Application
+    store: Store
+    clock: FakeClock
+
+
+def build_app(settings: ServerSettings, store: Store, clock: FakeClock) -> web.Application:
+    """The real application, sharing the test's store and fake clock."""
+    return create_app(settings, store=store, clock=clock)
+
+
+async def start_server(
+    settings: ServerSettings, store: Store, clock: FakeClock
+) -> tuple[LiveServer, web.AppRunner]:
+    app = build_app(settings, store, clock)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return LiveServer(URL.build(scheme="http", host=host, port=port), app, store, clock), runner
+
+
+@pytest.fixture
+async def server(
+    settings: ServerSettings, store: Store, clock: FakeClock
+) -> AsyncIterator[LiveServer]:
+    live, runner = await start_server(settings, store, clock)
+    try:
+        yield live
+    finally:
+        await runner.cleanup()
+
+
+def new_client(base: URL) -> aiohttp.ClientSession:
+    """A client for ``base``; its cookie jar accepts cookies from an IP address (127.0.0.1)."""
+    return aiohttp.ClientSession(
+        base_url=base,
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+
+
+@pytest.fixture
+async def client(server: LiveServer) -> AsyncIterator[aiohttp.ClientSession]:
+    async with new_client(server.url) as session:
+        yield session
