@@ -78,3 +78,10 @@ def test_bad_toml_is_named(tmp_path: Path) -> None:
     path.write_text("listen = \n")
     assert str(path) in errors_of(path)
     assert "not found" in errors_of(tmp_path / "missing.toml")
+
+
+def test_readme_documents_every_server_setting() -> None:
+    from server.config import ServerSettings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [k for k in ServerSettings.model_fields if f"`{k}`" not in readme] == []
