@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from server import __version__
+from server.api.schemas import SECURITY_SCHEMES
 from server.errors import Unavailable
 from server.keys import STATS, STORE
 
@@ -62,8 +63,7 @@ def document() -> dict[str, Any]:
         "paths": openapi_paths(),
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "oc_key_… API key"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "oc_session"},
+                **SECURITY_SCHEMES,
                 "nodeToken": {"type": "http", "scheme": "bearer", "description": "oc_node_…"},
             },
             "schemas": {

@@ -33,7 +33,7 @@ from yarl import URL
 
 from server.app import create_app
 from server.clock import FakeClock
-from server.config import ServerSettings
+from server.config import ServerSettings, exact_settings
 from server.storage.migrate import migrate
 from server.storage.store import Store
 
@@ -121,15 +121,13 @@ def clock() -> FakeClock:
 
 
 def make_settings(tmp_path: Path, db_url: str, **overrides: object) -> ServerSettings:
-    """Settings from exactly these values (model_validate skips the environment)."""
-    return ServerSettings.model_validate(
-        {
-            "listen": "127.0.0.1:0",
-            "data_dir": tmp_path,
-            "database_url": db_url,
-            "migrate_on_start": False,
-            **overrides,
-        }
+    """Settings from exactly these values (ONECONNECT_SERVER_* in the environment ignored)."""
+    return exact_settings(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path,
+        database_url=db_url,
+        migrate_on_start=False,
+        **overrides,
     )
 
 

@@ -152,3 +152,18 @@ async def test_demo_runs_the_whole_system_and_stops_on_ctrl_c(tmp_path: Path) ->
     assert "Server / API:   http://127.0.0.1:" in text
     assert "[firing  ] info     demo_load_present on demo-vpn-node-1" in text
     assert "demo stopped" in text
+
+
+async def test_every_security_scheme_used_is_defined(client: aiohttp.ClientSession) -> None:
+    async with client.get("/api/v1/openapi.json") as response:
+        spec = await response.json()
+    defined = set(spec["components"]["securitySchemes"])
+    used = {
+        name
+        for item in spec["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict)
+        for requirement in operation.get("security", [])
+        for name in requirement
+    }
+    assert used <= defined
