@@ -44,9 +44,11 @@ unit: $(STAMP)
 ## bench: full benchmarks (figures and ratios against a baseline measured in the same run)
 bench: $(STAMP)
 	$(BIN)/python -m bench.agent_overhead
+	$(BIN)/python -m bench.ingest
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.agent_overhead --quick
+	$(BIN)/python -m bench.ingest --quick
 
 ## lock: re-pin requirements/constraints.txt from a fresh resolution
 lock:
