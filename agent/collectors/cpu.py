@@ -72,6 +72,12 @@ def stat_cpu_times(proc_root: Path = Path("/proc")) -> Callable[[], StatCpuTimes
     return cpu_times
 
 
+_BUSY = ("user", "nice", "system", "irq", "softirq")
+# Known to step back a little: idle and iowait on tickless kernels (NO_HZ idle accounting),
+# steal on some hypervisors. A field that went back adds nothing that cycle instead of voiding it.
+_STEPPING = ("steal", "idle", "iowait")
+
+
 def _percent(part: float, whole: float) -> float:
     return min(100.0, max(0.0, part / whole * 100.0))
 
@@ -151,18 +157,18 @@ class CpuCollector:
 
     def _times(self, now: float, out: list[Sample]) -> None:
         t = self._cpu_times()
-        idle = t.idle + t.iowait
-        total = idle + t.user + t.nice + t.system + t.irq + t.softirq + t.steal
-        reading = {"total": total, "busy": total - idle, "iowait": t.iowait, "steal": t.steal}
+        reading = {field: getattr(t, field) for field in _BUSY + _STEPPING}
         result = self._deltas.update(now, reading)
         if result is None:
             return
         _, d = result
-        whole, busy = d.get("total", 0.0), d.get("busy")
-        if whole <= 0.0 or busy is None:  # no CPU time passed, or the counters went back
+        if any(field not in d for field in _BUSY):  # a busy counter went back: a reset
+            return
+        busy = sum(d[field] for field in _BUSY) + d.get("steal", 0.0)
+        whole = busy + d.get("idle", 0.0) + d.get("iowait", 0.0)
+        if whole <= 0.0:  # no CPU time passed
             return
         out.append(Sample("cpu_usage_percent", _percent(busy, whole)))
-        # iowait is known to step back a little on tickless kernels: then it is left out.
         if "iowait" in d:
             out.append(Sample("cpu_iowait_percent", _percent(d["iowait"], whole)))
         if "steal" in d:

@@ -248,7 +248,7 @@ async def test_json_logs(tmp_path: Path) -> None:
 
 async def test_check_prints_what_one_cycle_sends(tmp_path: Path) -> None:
     agent = await AgentProcess.start(
-        "check", "--settle", "0.3", env={"ONECONNECT_AGENT_RULES": str(rules_file(tmp_path))}
+        "check", "--settle", "0.5", env={"ONECONNECT_AGENT_RULES": str(rules_file(tmp_path))}
     )
     assert await agent.wait(30) == 0, agent.stderr
     result = json.loads(agent.stdout)

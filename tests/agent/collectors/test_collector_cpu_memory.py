@@ -96,7 +96,19 @@ def test_cpu_iowait_stepping_back_drops_only_iowait() -> None:
     c.collect(1.0)
     got = plain(c.collect(2.0))
     assert "cpu_iowait_percent" not in got
-    assert got["cpu_usage_percent"] == pytest.approx(45.0)
+    assert got["cpu_usage_percent"] == pytest.approx(100 * 90 / 201)  # the -1 adds nothing
+
+
+def test_cpu_idle_and_steal_stepping_back_keep_the_usage() -> None:
+    # idle -10 and steal -5 (tickless idle accounting, a hypervisor's steal clock): the total
+    # went down, yet user and system moved, so the cycle still has a usage figure.
+    back = T0._replace(user=160, system=70, idle=790, steal=25)
+    c = cpu(sequence(T0, back))
+    c.collect(1.0)
+    got = plain(c.collect(2.0))
+    assert "cpu_steal_percent" not in got
+    assert got["cpu_usage_percent"] == pytest.approx(100 * 80 / 80)
+    assert 0 <= got["cpu_iowait_percent"] <= 100
 
 
 def test_cpu_partial_sources() -> None:
