@@ -8,8 +8,9 @@ Per connection (messages parsed by :func:`agent.protocol.parse_agent_message`, n
 ``hello`` must come first (within ``HELLO_TIMEOUT``); the server stores it in live state, marks
 the node enrolled on its first connection and, when the agent's interval is below the plan's
 minimum, answers ``config`` with ``interval = min_interval``. Then ``metrics`` go to live state,
-each ``alert`` goes through :meth:`Dispatcher.submit` and is acked once that returns (a
-duplicate id is acked too), a ``ping`` gets a ``ping`` with ``reply`` true.
+each ``alert`` goes through :meth:`Dispatcher.start` and is acked once its deliveries
+settled (a duplicate id is acked too; the stream is not held up meanwhile), a ``ping`` gets a
+``ping`` with ``reply`` true.
 
 Close codes (each closing is logged with the node id and a reason, never a frame's content):
 
@@ -319,8 +320,36 @@ class _Session:
                 self.node.enrolled = True
 
     async def _on_event(self, event: AlertEvent) -> None:
-        await self.app[DISPATCH].submit(self.ref, event)
-        await self.ws.send_str(dumps(Ack(ids=[event.id])))
+        settled = self.app[DISPATCH].start(self.ref, event)
+        if settled.done():  # a duplicate, a stale event or no sinks: ack at once
+            settled.result()
+            await self.ws.send_str(dumps(Ack(ids=[event.id])))
+            return
+        # Deliveries may take a while (a receiver being retried): the stream goes on meanwhile.
+        task = asyncio.create_task(self._ack_when_settled(settled, event.id))
+        _ACKING.add(task)
+        task.add_done_callback(_ACKING.discard)
+
+    async def _ack_when_settled(self, settled: asyncio.Future[bool], event_id: str) -> None:
+        try:
+            await settled
+        except Exception as exc:
+            log.error(
+                "closing the stream of node %s (1011): an alert event failed in dispatch (%s)",
+                self.ref.id,
+                exc.__class__.__name__,
+            )
+            if not self.ws.closed:
+                await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+            return
+        if self.ws.closed:  # the agent resends it on its next connection, and that is acked
+            return
+        with contextlib.suppress(ConnectionError):
+            await self.ws.send_str(dumps(Ack(ids=[event_id])))
+
+
+_ACKING: set[asyncio.Task[None]] = set()
+"""Ack tasks waiting for their event's deliveries (held here so none is collected early)."""
 
 
 _FIELDS: Final = frozenset(

@@ -1,6 +1,6 @@
 """Node-down detection: a node that sends nothing for ``node_down_after`` × its interval gets a
 server-side ``node_down`` alert event, resolved when it sends again. Both go through
-:meth:`Dispatcher.submit`, the same path as the agents' events.
+:meth:`Dispatcher.start`, the same path as the agents' events.
 
 The interval is the node's effective one from its hello (``live.DEFAULT_INTERVAL``, 5 s,
 before any hello). Silence is all that counts: a socket closed cleanly is not special.
@@ -140,7 +140,8 @@ class NodeDownDetector:
         )
         node.node_down = event
         log.warning("node %s is down: silent for %.0f s", node.node_id, silent)
-        await self.dispatcher.submit(node.ref, event)
+        # Deliveries go on in the background; the detector does not wait for receivers.
+        self.dispatcher.start(node.ref, event).add_done_callback(_report_failure)
 
     async def _resolve(self, node: NodeLive, silent: float, limit: float) -> None:
         firing = node.node_down
@@ -159,7 +160,8 @@ class NodeDownDetector:
         )
         node.node_down = None
         log.info("node %s is back", node.node_id)
-        await self.dispatcher.submit(node.ref, event)
+        # Deliveries go on in the background; the detector does not wait for receivers.
+        self.dispatcher.start(node.ref, event).add_done_callback(_report_failure)
 
     async def run(self) -> None:
         """Forever: load the enrolled nodes (retrying), then check every tick."""
@@ -211,3 +213,8 @@ async def detector(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _report_failure(settled: asyncio.Future[bool]) -> None:
+    if not settled.cancelled() and (exc := settled.exception()) is not None:
+        log.error("a node_down event failed in dispatch (%s)", exc.__class__.__name__)

@@ -15,7 +15,7 @@ No monitored data in any of these tables: no metrics, no last-seen times, no ale
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Double, ForeignKey, Index, MetaData, String, Table
+from sqlalchemy import JSON, Boolean, Column, Double, ForeignKey, Index, MetaData, String, Table
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -94,5 +94,33 @@ nodes = Table(
 )
 Index("ix_nodes_enrolled_at", nodes.c.enrolled_at)
 
-ACCOUNT_TABLES = (accounts, api_keys, sessions, nodes)
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column(
+        "account_id",
+        String(ID),
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", String(64), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("enabled", Boolean(), nullable=False),
+    Column("disabled_reason", String(200), nullable=True),
+    Column("filters", JSON, nullable=False),
+    Column("routing_key", String(64), nullable=True),
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100), nullable=True),
+    Column("previous_secret_until", Double, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+"""Where an account's alerts go. ``filters`` is ``{"severities": [...], "nodes": [...],
+"rules": [...]}`` (an empty list matches all). During a secret rotation both secrets sign
+until ``previous_secret_until``."""
+
+ACCOUNT_TABLES = (accounts, api_keys, sessions, nodes, webhook_endpoints)
 """Every table holding an account's data (issue 5's export and deletion walk these)."""

@@ -25,7 +25,8 @@ node-down detection:
 
 :class:`NodeRef` carries ``min_interval`` from the account's plan (:mod:`server.plans`).
 Every operation runs to completion even if its caller is cancelled (``base.shielded``).
-The plumbing is in ``base.py``, API keys and sessions in ``credentials.py``.
+The plumbing is in ``base.py``, API keys and sessions in ``credentials.py``, webhook endpoints
+in ``webhooks.py``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from server.storage.records import (
     ref_of,
 )
 from server.storage.schema import accounts, nodes
+from server.storage.webhooks import Filters, WebhookEndpoint, WebhookStore
 
 __all__ = [
     "KEEP",
@@ -63,14 +65,16 @@ __all__ = [
     "MAX_SESSIONS",
     "Account",
     "ApiKey",
+    "Filters",
     "Keep",
     "Node",
     "NodeRef",
     "Store",
+    "WebhookEndpoint",
 ]
 
 
-class Store(CredentialStore):
+class Store(CredentialStore, WebhookStore):
     """The storage interface (see the module docstring); ``await Store.open(url)``."""
 
     # -- accounts ---------------------------------------------------------------------------
@@ -138,8 +142,8 @@ class Store(CredentialStore):
         company: str | Keep | None = KEEP,
         plan: str | None = None,
     ) -> Account:
-        """Change name, company (None clears it) and/or plan. A plan whose ``max_nodes`` the
-        account already exceeds is refused with Conflict."""
+        """Change name, company (None clears it) and/or plan. A plan whose ``max_nodes`` or
+        ``max_webhooks`` the account already exceeds is refused with Conflict."""
         async with self._tx(write=True) as conn:
             await self._lock_account(conn, account_id)
             values: dict[str, Any] = {}
@@ -154,6 +158,12 @@ class Store(CredentialStore):
                     raise Conflict(
                         f"the {new.name} plan allows {new.max_nodes} nodes and this account "
                         f"has {count}; delete {count - new.max_nodes} first"
+                    )
+                hooks = await self._count_webhooks(conn, account_id)
+                if hooks > new.max_webhooks:
+                    raise Conflict(
+                        f"the {new.name} plan allows {new.max_webhooks} webhook endpoints and "
+                        f"this account has {hooks}; delete {hooks - new.max_webhooks} first"
                     )
                 values["plan"] = new.name
             if values:

@@ -56,8 +56,8 @@ async def new_account(
 # -- migrations -------------------------------------------------------------------------------
 async def test_migrations_apply_from_empty_and_twice_is_a_no_op(empty_db_url: str) -> None:
     assert await current_revision(empty_db_url) is None
-    assert await migrate(empty_db_url) == ["0001"]
-    assert await current_revision(empty_db_url) == head_revision() == "0001"
+    assert await migrate(empty_db_url) == ["0001", "0002"]
+    assert await current_revision(empty_db_url) == head_revision() == "0002"
     assert await migrate(empty_db_url) == []
     store = await Store.open(empty_db_url)
     try:
@@ -65,12 +65,19 @@ async def test_migrations_apply_from_empty_and_twice_is_a_no_op(empty_db_url: st
             names = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
     finally:
         await store.close()
-    assert names == {"accounts", "api_keys", "sessions", "nodes", "alembic_version"}
+    assert names == {
+        "accounts",
+        "api_keys",
+        "sessions",
+        "nodes",
+        "webhook_endpoints",
+        "alembic_version",
+    }
 
 
 async def test_concurrent_migrations_apply_once(empty_db_url: str) -> None:
     results = await asyncio.gather(*(migrate(empty_db_url) for _ in range(3)))
-    assert sorted(results) == [[], [], ["0001"]]
+    assert sorted(results) == [[], [], ["0001", "0002"]]
 
 
 async def test_migrated_schema_matches_the_metadata(store: Store) -> None:
@@ -387,8 +394,15 @@ async def test_password_hash_is_stored_not_the_password(store: Store) -> None:
 
 
 def test_no_monitored_data_columns() -> None:
-    """Issue 3's tables hold accounts and enrolment only: no metric, last-seen or alert column."""
-    assert {t.name for t in metadata.sorted_tables} == {"accounts", "api_keys", "sessions", "nodes"}
+    """Account tables hold registration, credentials, enrolment and where alerts go: no metric,
+    last-seen or alert column (monitored data waits for issue 5's opt-in tables)."""
+    assert {t.name for t in metadata.sorted_tables} == {
+        "accounts",
+        "api_keys",
+        "sessions",
+        "nodes",
+        "webhook_endpoints",
+    }
     forbidden = ("metric", "value", "last_seen", "alert", "sample", "seen")
     for table in metadata.sorted_tables:
         for column in table.columns:
