@@ -4,12 +4,15 @@
     web.run_app(app, ...)                 # or AppRunner in tests and the demo
 
 Module map (each small, one role): ``api/`` HTTP routes by resource, ``ingest`` the agents'
-websocket, ``live`` the in-memory live state, ``dispatch`` alert events → (later) webhooks,
-``nodedown`` the silent-node detector, ``storage/`` accounts and nodes (SQLite or PostgreSQL).
+websocket, ``live`` the in-memory live state, ``dispatch`` alert events → sinks, ``webhooks/`` the
+webhook sink and delivery, ``nodedown`` the silent-node detector, ``storage/`` accounts, nodes
+and endpoints (SQLite or PostgreSQL).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,21 +20,36 @@ from typing import Any
 from aiohttp import web
 
 from server import ingest, nodedown
-from server.api import accounts, alerts, live, meta, nodes
+from server.api import accounts, alerts, live, meta, nodes, webhooks
 from server.clock import Clock, SystemClock
 from server.config import ServerSettings
 from server.dispatch import Dispatcher
-from server.keys import CLOCK, DISPATCH, LIMITER, LIVE, SETTINGS, STARTED_AT, STATS, STORE
+from server.keys import (
+    CLOCK,
+    DISPATCH,
+    LIMITER,
+    LIVE,
+    SETTINGS,
+    STARTED_AT,
+    STATS,
+    STORE,
+    WEBHOOKS,
+)
 from server.live import LiveState
 from server.middleware import errors_middleware
 from server.ratelimit import RateLimiter
 from server.stats import Stats
 from server.storage.migrate import migrate
 from server.storage.store import Store
+from server.storage.webhooks import WebhookEndpoint
+from server.webhooks.client import WebhookClient
+from server.webhooks.delivery import DeliveryEngine
+from server.webhooks.dispatch import WebhookDispatch
+from server.webhooks.retry import RetryPolicy
 
 log = logging.getLogger("oneconnect.server")
 
-ROUTE_MODULES = (meta, accounts, nodes, alerts, live, ingest)
+ROUTE_MODULES = (meta, accounts, nodes, webhooks, alerts, live, ingest)
 """Every module that registers routes; each has ``routes`` and ``OPENAPI`` (its paths)."""
 
 
@@ -60,6 +78,7 @@ def create_app(
     app[ingest.SOCKETS] = ingest.AgentSockets(stats)
     app[STARTED_AT] = clock.monotonic()
     app.cleanup_ctx.append(_storage(settings, store))
+    app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(nodedown.detector)
     app.on_shutdown.append(ingest.close_all)
     for module in ROUTE_MODULES:
@@ -98,3 +117,52 @@ def _storage(
             await store.close()
 
     return ctx
+
+
+async def _webhooks(app: web.Application) -> AsyncIterator[None]:
+    """The webhook sink on the dispatcher, its delivery engine and the reminder loop."""
+    settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
+    client = WebhookClient(
+        allow=settings.allow_networks(),
+        connect_timeout=settings.webhook_connect_timeout,
+        total_timeout=settings.webhook_timeout,
+    )
+
+    async def disable(endpoint: WebhookEndpoint, reason: str) -> None:
+        await store.disable_webhook(endpoint.id, reason=reason, now=clock.time())
+        sink.invalidate(endpoint.account_id)
+
+    engine = DeliveryEngine(
+        client,
+        stats=app[STATS],
+        clock=clock,
+        disable=disable,
+        policy=RetryPolicy(
+            max_attempts=settings.webhook_max_attempts,
+            base=settings.webhook_retry_base,
+            max_delay=settings.webhook_retry_max,
+        ),
+        concurrency=settings.webhook_concurrency,
+        queue_limit=settings.webhook_queue_limit,
+        unhealthy_after=settings.webhook_unhealthy_after,
+        disable_after=settings.webhook_disable_after,
+    )
+    sink = WebhookDispatch(
+        store,
+        engine,
+        app[LIVE],
+        clock,
+        public_url=settings.public_url,
+        repeat_interval=settings.webhook_repeat_interval,
+    )
+    app[WEBHOOKS] = sink
+    app[DISPATCH].sinks.append(sink)
+    reminders = asyncio.create_task(sink.run_reminders())
+    try:
+        yield
+    finally:
+        reminders.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reminders
+        await app[DISPATCH].close()
+        await engine.close()

@@ -51,6 +51,42 @@ class ServerSettings(BaseSettings):
     webhook_allow_networks: list[str] = Field(
         default_factory=list, description="CIDRs exempt from the webhook SSRF block"
     )
+    webhook_repeat_interval: float = Field(
+        default=4 * 3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="Seconds between reminders of a still-firing alert; 0 turns them off",
+    )
+    webhook_timeout: float = Field(
+        default=10.0, ge=0.1, le=60, description="Whole-request timeout of one delivery (s)"
+    )
+    webhook_connect_timeout: float = Field(
+        default=5.0, ge=0.1, le=30, description="Connect timeout of one delivery (s)"
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=20, description="Attempts per delivery before it ends final"
+    )
+    webhook_retry_base: float = Field(
+        default=1.0, ge=0.01, le=60, description="First retry delay (s), doubling each time"
+    )
+    webhook_retry_max: float = Field(
+        default=300.0, ge=0.01, le=3600, description="Cap on retry delays and Retry-After (s)"
+    )
+    webhook_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Deliveries in flight per endpoint"
+    )
+    webhook_queue_limit: int = Field(
+        default=10_000, ge=10, le=1_000_000, description="Pending deliveries per endpoint"
+    )
+    webhook_unhealthy_after: float = Field(
+        default=600.0, ge=1, le=7 * 86400, description="Failing this long marks unhealthy (s)"
+    )
+    webhook_disable_after: float = Field(
+        default=86400.0,
+        ge=0,
+        le=30 * 86400,
+        description="Failing this long disables the endpoint (s); 0 never",
+    )
     migrate_on_start: bool = Field(
         default=True, description="`run` applies pending migrations at start-up"
     )
@@ -87,6 +123,13 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
+        return value
+
+    @field_validator("webhook_repeat_interval")
+    @classmethod
+    def _check_repeat(cls, value: float) -> float:
+        if 0 < value < 60:
+            raise ValueError("must be 0 (off) or at least 60 seconds")
         return value
 
     @field_validator("public_url")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from server.ratelimit import RateLimiter
     from server.stats import Stats
     from server.storage.store import Store
+    from server.webhooks.dispatch import WebhookDispatch
 
 SETTINGS: web.AppKey[ServerSettings] = web.AppKey("settings")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -23,3 +24,4 @@ DISPATCH: web.AppKey[Dispatcher] = web.AppKey("dispatch")
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
 STATS: web.AppKey[Stats] = web.AppKey("stats")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
+WEBHOOKS: web.AppKey[WebhookDispatch] = web.AppKey("webhooks")
