@@ -6,7 +6,6 @@ the file or as ``ONECONNECT_SERVER_*`` variables) and bad values stop start-up n
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -20,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
+
+from server.webhooks.ssrf import Network, parse_networks
 
 ENV_PREFIX = "ONECONNECT_SERVER_"
 DEFAULT_DATA_DIR = Path("data")
@@ -154,11 +155,7 @@ class ServerSettings(BaseSettings):
     @field_validator("webhook_allow_networks")
     @classmethod
     def _check_networks(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr[:60]!r} is not a CIDR network") from None
+        parse_networks(value)  # the SSRF guard's own parser: what passes here, it uses
         return value
 
     # -- derived ---------------------------------------------------------------------------
@@ -177,8 +174,8 @@ class ServerSettings(BaseSettings):
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
 
-    def allow_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(c, strict=False) for c in self.webhook_allow_networks]
+    def allow_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.webhook_allow_networks)
 
 
 class _ExactSettings(ServerSettings):

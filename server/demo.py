@@ -2,13 +2,17 @@
 
 A server on SQLite under a local data directory (fresh each run), a demo account and node
 created through the real API, a real agent process streaming this machine's health to it, and
-the alerts the server receives printed as they arrive. Nothing here is simulated.
+a local webhook sink — a small receiver on 127.0.0.1, registered as the account's webhook
+endpoint — that checks each delivery's Standard Webhooks signature and prints the alert.
+Nothing here is simulated: alerts take the same path (agent → server → signed webhook) as in
+production; the demo's server exempts loopback from the SSRF block so its sink is reachable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import secrets
@@ -21,6 +25,7 @@ from aiohttp import ClientSession, web
 
 from server.app import create_app
 from server.config import exact_settings
+from server.webhooks.signing import signature
 
 DEMO_RULES = """\
 # Written by `oneconnect-server demo`: the built-in rules plus one that always fires.
@@ -49,22 +54,66 @@ def _fresh(data_dir: Path) -> Path:
 
 
 async def _call(
-    http: ClientSession, method: str, url: str, key: str | None = None, **body: Any
+    http: ClientSession, method: str, where: str, key: str | None = None, **body: Any
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with http.request(method, url, json=body or None, headers=headers) as response:
+    async with http.request(method, where, json=body or None, headers=headers) as response:
         data: dict[str, Any] = await response.json()
         if response.status >= 400:
-            raise RuntimeError(f"{method} {url}: {response.status} {data}")
+            raise RuntimeError(f"{method} {where}: {response.status} {data}")
         return data
 
 
-def _show(alert: dict[str, Any]) -> str:
+def _show(payload: dict[str, Any], verified: bool) -> str:
+    alert = payload.get("data") or {}
+    node = alert.get("node") or {}
+    mark = "signature ok" if verified else "BAD SIGNATURE"
     return (
         f"  [{alert.get('status', '?'):8}] {alert.get('severity', '?'):8} "
-        f"{alert.get('rule', '?')} on {alert.get('node_name') or alert.get('node_id', '?')}: "
-        f"{alert.get('summary', '')}"
+        f"{alert.get('rule', '?')} on {node.get('name') or node.get('id', '?')}: "
+        f"{alert.get('summary', '')}  ({mark})"
     )
+
+
+class Sink:
+    """The demo's webhook receiver: verifies, prints, answers 204 (or 401 if unsigned)."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.seen: set[str] = set()
+
+    def verified(self, request: web.Request, body: bytes) -> bool:
+        msg_id = request.headers.get("webhook-id", "")
+        stamp = request.headers.get("webhook-timestamp", "")
+        if not (self.secret and msg_id and stamp.isdigit()):
+            return False
+        try:
+            expected = signature(self.secret, msg_id, int(stamp), body)
+        except ValueError:
+            return False
+        offered = request.headers.get("webhook-signature", "").split()
+        return any(hmac.compare_digest(expected, sig) for sig in offered)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = self.verified(request, body)
+        msg_id = request.headers.get("webhook-id", "")
+        if msg_id not in self.seen:  # a receiver dedupes on webhook-id
+            self.seen.add(msg_id)
+            with contextlib.suppress(ValueError):
+                print(_show(json.loads(body), ok), flush=True)
+        return web.Response(status=204 if ok else 401)
+
+
+async def _start_sink(sink: Sink) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/webhook", sink.handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    return runner, f"http://127.0.0.1:{port}/webhook"
 
 
 async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -> int:
@@ -96,6 +145,8 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     agent: asyncio.subprocess.Process | None = None
+    sink = Sink()
+    sink_runner, sink_url = await _start_sink(sink)
     try:
         async with ClientSession() as http:
             created = await _call(
@@ -110,6 +161,10 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
             )
             key = str(created["api_key"])
             node = await _call(http, "POST", f"{base}/api/v1/nodes", key, name="demo-vpn-node-1")
+            hook = await _call(
+                http, "POST", f"{base}/api/v1/webhooks", key, url=sink_url, name="demo sink"
+            )
+            sink.secret = str(hook["secret"])
             rules = data_dir / "demo-rules.toml"
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith("ONECONNECT_AGENT_")},
@@ -133,24 +188,16 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
                         f"agent pid {agent.pid}, interval {interval:g} s",
                         f"  Try:            curl -s -H 'Authorization: Bearer {key}' "
                         f"{base}/api/v1/alerts",
-                        f"  Data directory: {data_dir} (accounts and nodes only; "
+                        f"  Webhook sink:   {sink_url} (generic format, Standard Webhooks "
+                        "signatures checked)",
+                        f"  Data directory: {data_dir} (accounts, nodes and endpoints only; "
                         "monitored data stays in memory)",
-                        "Alerts received by the server:",
+                        "Alerts delivered to the webhook sink:",
                     ]
                 ),
                 flush=True,
             )
-            seen: dict[str, str] = {}
-            while not stop.is_set():
-                with contextlib.suppress(Exception):
-                    listing = await _call(http, "GET", f"{base}/api/v1/alerts", key)
-                    for alert in listing.get("alerts", []):
-                        ident = f"{alert.get('fingerprint')}:{alert.get('status')}"
-                        if ident not in seen:
-                            seen[ident] = json.dumps(alert)
-                            print(_show(alert), flush=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+            await stop.wait()
     finally:
         if agent is not None and agent.returncode is None:
             agent.send_signal(signal.SIGTERM)
@@ -160,6 +207,7 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
                 agent.kill()
                 await agent.wait()
         await runner.cleanup()
+        await sink_runner.cleanup()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     print("demo stopped", flush=True)

@@ -53,6 +53,10 @@ def test_overrides_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ('database_url = "mysql://x"', "database_url"),
         ('public_url = "ftp://x"', "public_url"),
         ('webhook_allow_networks = ["10.0.0.0/33"]', "webhook_allow_networks"),
+        ('webhook_allow_networks = ["10.1.2.3/8"]', "webhook_allow_networks"),  # host bits
+        ("webhook_repeat_interval = 30", "webhook_repeat_interval"),  # 0 or >= 60
+        ("webhook_max_attempts = 0", "webhook_max_attempts"),
+        ("webhook_disable_after = -1", "webhook_disable_after"),
         ("node_down_after = 1", "node_down_after"),
         ('log_format = "xml"', "log_format"),
         ("max_body_bytes = 10", "max_body_bytes"),

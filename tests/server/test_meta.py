@@ -151,6 +151,9 @@ async def test_demo_runs_the_whole_system_and_stops_on_ctrl_c(tmp_path: Path) ->
     assert "Demo API key:   oc_key_" in text
     assert "Server / API:   http://127.0.0.1:" in text
     assert "[firing  ] info     demo_load_present on demo-vpn-node-1" in text
+    assert "(signature ok)" in text  # it came as a signed webhook to the demo's sink
+    assert "BAD SIGNATURE" not in text
+    assert "Webhook sink:   http://127.0.0.1:" in text
     assert "demo stopped" in text
 
 
