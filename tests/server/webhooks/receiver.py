@@ -43,6 +43,8 @@ class Received:
     body: bytes
     at: float
     """time.monotonic() when the request arrived."""
+    status: int
+    """What the receiver answered."""
 
     @property
     def json(self) -> Any:
@@ -74,16 +76,17 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        reply = self.script.popleft() if self.script else self.default
         self.got.append(
             Received(
                 request.path_qs,
                 {k.lower(): v for k, v in request.headers.items()},
                 body,
                 time.monotonic(),
+                reply.status,
             )
         )
         self._changed.set()
-        reply = self.script.popleft() if self.script else self.default
         if reply.delay:
             await asyncio.sleep(reply.delay)
         return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
