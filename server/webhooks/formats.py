@@ -38,11 +38,22 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
 from agent.protocol import AlertEvent
+from server.webhooks.text import (
+    clamp,
+    cut,
+    cut_escaped,
+    discord_escape,
+    iso,
+    num,
+    slack_escape,
+    teams_safe,
+    units,
+    value_text,
+)
 
 FORMATS: Final = ("generic", "slack", "discord", "teams", "pagerduty", "alertmanager")
 Format = Literal["generic", "slack", "discord", "teams", "pagerduty", "alertmanager"]
@@ -50,7 +61,6 @@ Format = Literal["generic", "slack", "discord", "teams", "pagerduty", "alertmana
 PRODUCT: Final = "OneConnect Alert"
 TEST_RULE: Final = "oneconnect_test"
 TEST_FINGERPRINT: Final = hashlib.sha256(TEST_RULE.encode()).hexdigest()[:16]
-ELLIPSIS: Final = "…"
 ZERO_TIME: Final = "0001-01-01T00:00:00Z"
 """Go's zero time: Alertmanager's ``endsAt`` of a firing alert."""
 MAX_URL: Final = 2000
@@ -69,13 +79,8 @@ DISCORD_FOOTER: Final = 2048
 DISCORD_FOOTER_OURS: Final = 256
 """Our own cap on the footer (it holds the endpoint name), leaving room for the rest."""
 DISCORD_TOTAL: Final = 6000
-TEAMS_TEXT: Final = 2000
-"""Our own cap per Teams text: keeps the card far below Teams' 28 KB."""
 PAGERDUTY_SUMMARY: Final = 1024
 PAGERDUTY_FIELD: Final = 255
-
-_MIN_TS: Final = 0.0
-_MAX_TS: Final = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,98 +121,6 @@ def sample_event(now: float) -> AlertEvent:
         started_at=now,
         ts=now,
     )
-
-
-# ---------------------------------------------------------------------------- text helpers
-
-
-def _units(text: str) -> int:
-    """Length in UTF-16 code units."""
-    return len(text) if text.isascii() else len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _prefix(text: str, units: int) -> str:
-    if text.isascii():
-        return text[:units]
-    # "ignore" drops a surrogate pair cut in half (and any lone surrogate).
-    return text.encode("utf-16-le", "surrogatepass")[: units * 2].decode("utf-16-le", "ignore")
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` if it fits in ``limit`` UTF-16 units, else its prefix + ``…``."""
-    if _units(text) <= limit:
-        return text
-    return _prefix(text, limit - 1) + ELLIPSIS
-
-
-def _slack(text: str) -> str:
-    """Slack mrkdwn control characters escaped (no links, mentions or channels)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _cut_escaped(escaped: str, limit: int) -> str:
-    """Escaped Slack text within ``limit``; a cut never leaves half an entity like ``&am``."""
-    if _units(escaped) <= limit:
-        return escaped
-    head = _prefix(escaped, limit - 1)
-    amp = head.rfind("&", max(0, len(head) - 4))
-    if amp != -1 and ";" not in head[amp:]:
-        head = head[:amp]
-    return head + ELLIPSIS
-
-
-_DISCORD_MD: Final = "\\*_~`|<>[]()#:"
-"""Discord markdown punctuation, backslash-escaped (``:`` too: no auto-linked URLs). The
-backslash comes first. One ``str.replace`` per character beats ``translate`` and ``re.sub``
-by 5x on long text."""
-
-
-def _discord(text: str, limit: int) -> str:
-    """Markdown punctuation backslash-escaped, within ``limit``; no dangling backslash."""
-    escaped = text
-    for char in _DISCORD_MD:
-        if char in escaped:
-            escaped = escaped.replace(char, "\\" + char)
-    if _units(escaped) <= limit:
-        return escaped
-    head = _prefix(escaped, limit - 1)
-    trailing = len(head) - len(head.rstrip("\\"))
-    if trailing % 2:
-        head = head[:-1]
-    return head + ELLIPSIS
-
-
-def _teams(text: str, limit: int = TEAMS_TEXT) -> str:
-    """``text`` within ``limit`` with ``](`` broken, so it cannot form a markdown link."""
-    return _cut(text.replace("](", "]\u200b("), limit)
-
-
-def _clamp(ts: float) -> float:
-    if not ts >= _MIN_TS:  # also NaN
-        return _MIN_TS
-    return min(ts, _MAX_TS)
-
-
-def _iso(ts: float) -> str:
-    moment = datetime.fromtimestamp(_clamp(ts), tz=UTC)
-    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
-
-
-def _num(value: float) -> str:
-    """A number for people: ``93.4568``, ``12``, ``1500000000``; exponent only when extreme."""
-    value = float(value)
-    size = abs(value)
-    if value.is_integer() and size < 1e16:
-        return str(int(value))
-    if 1e6 <= size < 1e16:
-        return f"{value:.0f}"
-    return f"{value:.6g}"
-
-
-def _value(value: float | str | None) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else _num(value)
 
 
 # ---------------------------------------------------------------------------- shared parts
@@ -284,7 +197,7 @@ def _generic(notice: Notice) -> dict[str, Any]:
     event = notice.event
     return {
         "type": f"alert.{_kind(notice)}",
-        "timestamp": _iso(notice.sent_at),
+        "timestamp": iso(notice.sent_at),
         "data": {
             "id": event.id,
             "fingerprint": event.fingerprint,
@@ -296,8 +209,8 @@ def _generic(notice: Notice) -> dict[str, Any]:
             "node": {"id": notice.node_id, "name": notice.node_name},
             "value": event.value,
             "threshold": event.threshold,
-            "started_at": _iso(event.started_at),
-            "ended_at": _iso(event.ended_at) if event.ended_at is not None else None,
+            "started_at": iso(event.started_at),
+            "ended_at": iso(event.ended_at) if event.ended_at is not None else None,
             "summary": event.summary,
             "repeat": notice.repeat,
             "url": _url(notice),
@@ -323,43 +236,43 @@ def _slack_emoji(notice: Notice) -> str:
 def _slack_body(notice: Notice) -> dict[str, Any]:
     event = notice.event
     headline = _headline(notice)
-    text = f"{_slack_emoji(notice)} {_slack(headline)}"
+    text = f"{_slack_emoji(notice)} {slack_escape(headline)}"
     if event.summary:
-        text += f" — {_slack(event.summary)}"
+        text += f" — {slack_escape(event.summary)}"
     fields = [
-        f"*Node*\n{_slack(_node(notice))}",
+        f"*Node*\n{slack_escape(_node(notice))}",
         f"*Severity*\n{event.severity}",
         f"*Metric*\n`{event.metric}`",
     ]
     if event.value is not None:
-        fields.append(f"*Value*\n{_slack(_value(event.value))}")
+        fields.append(f"*Value*\n{slack_escape(value_text(event.value))}")
     if event.threshold is not None:
-        fields.append(f"*Threshold*\n{_num(event.threshold)}")
+        fields.append(f"*Threshold*\n{num(event.threshold)}")
     if event.labels:
-        fields.append(f"*Labels*\n{_slack(_labels_text(event.labels))}")
-    changed = _clamp(_changed_at(event))
+        fields.append(f"*Labels*\n{slack_escape(_labels_text(event.labels))}")
+    changed = clamp(_changed_at(event))
     when = "Resolved" if event.status == "resolved" else "Started"
     context = (
-        f"{PRODUCT} · {_slack(notice.endpoint_name)} · {when} "
-        f"<!date^{int(changed)}^{{date_short_pretty}} {{time}}|{_iso(changed)}>"
+        f"{PRODUCT} · {slack_escape(notice.endpoint_name)} · {when} "
+        f"<!date^{int(changed)}^{{date_short_pretty}} {{time}}|{iso(changed)}>"
     )
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": _cut(headline, SLACK_HEADER), "emoji": False},
+            "text": {"type": "plain_text", "text": cut(headline, SLACK_HEADER), "emoji": False},
         },
         {
             "type": "section",
-            "text": _mrkdwn(_cut_escaped(_slack(event.summary or headline), SLACK_TEXT)),
-            "fields": [_mrkdwn(_cut_escaped(f, SLACK_FIELD)) for f in fields],
+            "text": _mrkdwn(cut_escaped(slack_escape(event.summary or headline), SLACK_TEXT)),
+            "fields": [_mrkdwn(cut_escaped(f, SLACK_FIELD)) for f in fields],
         },
-        {"type": "context", "elements": [_mrkdwn(_cut_escaped(context, SLACK_TEXT))]},
+        {"type": "context", "elements": [_mrkdwn(cut_escaped(context, SLACK_TEXT))]},
     ]
     url = _url(notice)
     if url is not None:
         button = {"type": "button", "text": {"type": "plain_text", "text": "Open node"}, "url": url}
         blocks.append({"type": "actions", "elements": [button]})
-    return {"text": _cut_escaped(text, SLACK_TEXT), "blocks": blocks}
+    return {"text": cut_escaped(text, SLACK_TEXT), "blocks": blocks}
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
@@ -378,34 +291,34 @@ def _discord_body(notice: Notice) -> dict[str, Any]:
         if event.status == "resolved" and not notice.test
         else _DISCORD_COLOR[event.severity]
     )
-    title = _cut(_headline(notice), DISCORD_TITLE)
+    title = cut(_headline(notice), DISCORD_TITLE)
     footer = f"{PRODUCT} · {notice.endpoint_name}" if notice.endpoint_name else PRODUCT
-    footer = _cut(footer, DISCORD_FOOTER_OURS)
+    footer = cut(footer, DISCORD_FOOTER_OURS)
 
     def field(name: str, value: str, inline: bool = True) -> dict[str, Any]:
-        text = _discord(value or "-", DISCORD_FIELD_VALUE)
+        text = discord_escape(value or "-", DISCORD_FIELD_VALUE)
         return {"name": name, "value": text, "inline": inline}
 
     fields = [field("Node", _node(notice)), field("Severity", event.severity)]
     fields.append(field("Metric", event.metric))
     if event.value is not None:
-        fields.append(field("Value", _value(event.value)))
+        fields.append(field("Value", value_text(event.value)))
     if event.threshold is not None:
-        fields.append(field("Threshold", _num(event.threshold)))
+        fields.append(field("Threshold", num(event.threshold)))
     if event.labels:
         labels = "\n".join(f"{k}={v}" for k, v in event.labels.items())
         fields.append(field("Labels", labels, inline=False))
     fields = fields[:DISCORD_FIELDS]
-    used = _units(title) + _units(footer)
-    used += sum(_units(f["name"]) + _units(f["value"]) for f in fields)
+    used = units(title) + units(footer)
+    used += sum(units(f["name"]) + units(f["value"]) for f in fields)
     embed: dict[str, Any] = {"title": title}
     room = min(DISCORD_DESCRIPTION, DISCORD_TOTAL - used)
     if room > 1:
-        embed["description"] = _discord(event.summary or _headline(notice), room)
+        embed["description"] = discord_escape(event.summary or _headline(notice), room)
     embed |= {
         "color": color,
         "fields": fields,
-        "timestamp": _iso(_changed_at(event)),
+        "timestamp": iso(_changed_at(event)),
         "footer": {"text": footer},
     }
     url = _url(notice)
@@ -423,20 +336,20 @@ def _teams_color(notice: Notice) -> str:
 def _teams_body(notice: Notice) -> dict[str, Any]:
     event = notice.event
     facts = [
-        {"title": "Node", "value": _teams(_node(notice))},
+        {"title": "Node", "value": teams_safe(_node(notice))},
         {"title": "Severity", "value": event.severity},
         {"title": "Metric", "value": event.metric},
     ]
     if event.value is not None:
-        facts.append({"title": "Value", "value": _teams(_value(event.value))})
+        facts.append({"title": "Value", "value": teams_safe(value_text(event.value))})
     if event.threshold is not None:
-        facts.append({"title": "Threshold", "value": _num(event.threshold)})
-    facts.extend({"title": _teams(k), "value": _teams(v)} for k, v in event.labels.items())
-    facts.append({"title": "Started", "value": _iso(event.started_at)})
+        facts.append({"title": "Threshold", "value": num(event.threshold)})
+    facts.extend({"title": teams_safe(k), "value": teams_safe(v)} for k, v in event.labels.items())
+    facts.append({"title": "Started", "value": iso(event.started_at)})
     if event.ended_at is not None:
-        facts.append({"title": "Ended", "value": _iso(event.ended_at)})
+        facts.append({"title": "Ended", "value": iso(event.ended_at)})
     if notice.endpoint_name:
-        facts.append({"title": "Endpoint", "value": _teams(notice.endpoint_name, 256)})
+        facts.append({"title": "Endpoint", "value": teams_safe(notice.endpoint_name, 256)})
     url = _url(notice)
     actions = [{"type": "Action.OpenUrl", "title": "Open node", "url": url}] if url else []
     card = {
@@ -446,13 +359,17 @@ def _teams_body(notice: Notice) -> dict[str, Any]:
         "body": [
             {
                 "type": "TextBlock",
-                "text": _teams(_headline(notice), 512),
+                "text": teams_safe(_headline(notice), 512),
                 "weight": "Bolder",
                 "size": "Medium",
                 "color": _teams_color(notice),
                 "wrap": True,
             },
-            {"type": "TextBlock", "text": _teams(event.summary or _headline(notice)), "wrap": True},
+            {
+                "type": "TextBlock",
+                "text": teams_safe(event.summary or _headline(notice)),
+                "wrap": True,
+            },
             {"type": "FactSet", "facts": facts},
         ],
         "actions": actions,
@@ -486,7 +403,7 @@ def _pagerduty_body(notice: Notice) -> dict[str, Any]:
         "value": event.value,
         "threshold": event.threshold,
         "labels": dict(event.labels),
-        "started_at": _iso(event.started_at),
+        "started_at": iso(event.started_at),
         "fingerprint": event.fingerprint,
         "event_id": event.id,
         "repeat": notice.repeat,
@@ -497,12 +414,12 @@ def _pagerduty_body(notice: Notice) -> dict[str, Any]:
         "event_action": "trigger",
         "dedup_key": key,
         "payload": {
-            "summary": _cut(summary, PAGERDUTY_SUMMARY),
-            "source": _cut(_node(notice) or PRODUCT, PAGERDUTY_FIELD),
+            "summary": cut(summary, PAGERDUTY_SUMMARY),
+            "source": cut(_node(notice) or PRODUCT, PAGERDUTY_FIELD),
             "severity": event.severity,
-            "timestamp": _iso(event.started_at),
+            "timestamp": iso(event.started_at),
             "component": event.metric,
-            "group": _cut(notice.node_id, PAGERDUTY_FIELD) or PRODUCT,
+            "group": cut(notice.node_id, PAGERDUTY_FIELD) or PRODUCT,
             "class": event.rule,
             "custom_details": details,
         },
@@ -510,7 +427,7 @@ def _pagerduty_body(notice: Notice) -> dict[str, Any]:
     }
     url = _url(notice)
     if url is not None:
-        body["links"] = [{"href": url, "text": f"{_cut(_node(notice), 200)} in {PRODUCT}"}]
+        body["links"] = [{"href": url, "text": f"{cut(_node(notice), 200)} in {PRODUCT}"}]
     base = _base(notice)
     if base is not None:
         body["client_url"] = base
@@ -541,11 +458,11 @@ def _alertmanager_body(notice: Notice) -> dict[str, Any]:
     labels = {k: v for k, v in labels.items() if v}
     annotations = {
         "summary": event.summary,
-        "value": _value(event.value),
-        "threshold": _num(event.threshold) if event.threshold is not None else "",
+        "value": value_text(event.value),
+        "threshold": num(event.threshold) if event.threshold is not None else "",
     }
     resolved = event.status == "resolved"
-    ends_at = _iso(event.ended_at if event.ended_at is not None else notice.sent_at)
+    ends_at = iso(event.ended_at if event.ended_at is not None else notice.sent_at)
     key = alert_key(notice.node_id, event.fingerprint)
     group_key = (
         "{}:{"
@@ -563,7 +480,7 @@ def _alertmanager_body(notice: Notice) -> dict[str, Any]:
         "status": event.status,
         "labels": labels,
         "annotations": annotations,
-        "startsAt": _iso(event.started_at),
+        "startsAt": iso(event.started_at),
         "endsAt": ends_at if resolved else ZERO_TIME,
         "generatorURL": _url(notice) or "",
         "fingerprint": key[:16],
