@@ -103,7 +103,7 @@ def _missing() -> NotFound:
 
 
 def _checked_url(request: web.Request, url: str) -> str:
-    if not url.isprintable() or url != url.strip():
+    if not url.isprintable() or any(c.isspace() for c in url):
         raise Unprocessable("url: must not contain spaces or control characters", field="url")
     try:
         check_url(url, request.app[SETTINGS].allow_networks())

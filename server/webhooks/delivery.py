@@ -262,7 +262,10 @@ class DeliveryEngine:
         """One attempt, no retries (``POST /webhooks/{id}/test``); recorded like any other."""
         state = self._state(endpoint.id)
         body = render(endpoint.format, notice)  # type: ignore[arg-type]
-        return await self._attempt(endpoint, state, body, msg_id, 1)
+        attempt, decision = await self._attempt(endpoint, state, body, msg_id, 1)
+        if decision.action == "disable":
+            await self._switch_off(endpoint, state, decision.reason)
+        return attempt, decision
 
     def _record(
         self,
