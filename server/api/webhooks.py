@@ -65,6 +65,9 @@ class WebhookCreate(Body):
 
 
 class WebhookPatch(Body):
+    """Only the fields given change; ``routing_key: null`` clears the key, other nulls are
+    refused."""
+
     url: Url | None = None
     name: Label | None = None
     format: FormatName | None = None
@@ -80,7 +83,7 @@ class SecretRotation(Body):
 def endpoint_json(request: web.Request, endpoint: WebhookEndpoint) -> dict[str, Any]:
     """The public fields of an endpoint (never its secrets or routing key) and its health."""
     until = endpoint.previous_secret_until
-    rotating = endpoint.previous_secret is not None and until is not None
+    rotating = len(endpoint.signing_secrets(request.app[CLOCK].time())) > 1
     return {
         "id": endpoint.id,
         "name": endpoint.name,
@@ -182,7 +185,12 @@ async def change_webhook(request: web.Request) -> web.Response:
     endpoint_id = path_id(request)
     body = await read_json(request, WebhookPatch)
     current = await _owned(request, principal)
+    for name in sorted(body.model_fields_set - {"routing_key"}):
+        if getattr(body, name) is None:
+            raise Unprocessable(f"{name}: must not be null", field=name)
     values: dict[str, Any] = {}
+    if "routing_key" in body.model_fields_set and body.routing_key is None:
+        values["routing_key"] = None  # null clears it
     if body.url is not None:
         values["url"] = _checked_url(request, body.url)
     if body.name is not None:
