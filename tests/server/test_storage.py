@@ -27,7 +27,15 @@ from server.security import (
 )
 from server.storage.migrate import current_revision, head_revision, migrate
 from server.storage.records import Account
-from server.storage.schema import accounts, metadata, nodes, sessions
+from server.storage.schema import (
+    ACCOUNT_TABLES,
+    MONITORED_TABLES,
+    OPERATOR_TABLES,
+    accounts,
+    metadata,
+    nodes,
+    sessions,
+)
 from server.storage.store import MAX_API_KEYS, MAX_SESSIONS, Store
 from tests.server.accounts_kit import all_rows, text_in_database
 
@@ -56,8 +64,8 @@ async def new_account(
 # -- migrations -------------------------------------------------------------------------------
 async def test_migrations_apply_from_empty_and_twice_is_a_no_op(empty_db_url: str) -> None:
     assert await current_revision(empty_db_url) is None
-    assert await migrate(empty_db_url) == ["0001", "0002"]
-    assert await current_revision(empty_db_url) == head_revision() == "0002"
+    assert await migrate(empty_db_url) == ["0001", "0002", "0003"]
+    assert await current_revision(empty_db_url) == head_revision() == "0003"
     assert await migrate(empty_db_url) == []
     store = await Store.open(empty_db_url)
     try:
@@ -65,19 +73,12 @@ async def test_migrations_apply_from_empty_and_twice_is_a_no_op(empty_db_url: st
             names = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
     finally:
         await store.close()
-    assert names == {
-        "accounts",
-        "api_keys",
-        "sessions",
-        "nodes",
-        "webhook_endpoints",
-        "alembic_version",
-    }
+    assert names == {t.name for t in metadata.sorted_tables} | {"alembic_version"}
 
 
 async def test_concurrent_migrations_apply_once(empty_db_url: str) -> None:
     results = await asyncio.gather(*(migrate(empty_db_url) for _ in range(3)))
-    assert sorted(results) == [[], [], ["0001", "0002"]]
+    assert sorted(results) == [[], [], ["0001", "0002", "0003"]]
 
 
 async def test_migrated_schema_matches_the_metadata(store: Store) -> None:
@@ -394,17 +395,16 @@ async def test_password_hash_is_stored_not_the_password(store: Store) -> None:
 
 
 def test_no_monitored_data_columns() -> None:
-    """Account tables hold registration, credentials, enrolment and where alerts go: no metric,
-    last-seen or alert column (monitored data waits for issue 5's opt-in tables)."""
-    assert {t.name for t in metadata.sorted_tables} == {
-        "accounts",
-        "api_keys",
-        "sessions",
-        "nodes",
-        "webhook_endpoints",
-    }
+    """Account and operator tables hold registration, credentials, enrolment, where alerts go,
+    the consent and holds: no metric, last-seen or alert column. Monitored data has its own
+    tables (MONITORED_TABLES), written only with saved monitoring on; every table is one of
+    the three kinds."""
+    kinds = (ACCOUNT_TABLES, MONITORED_TABLES, OPERATOR_TABLES)
+    assert sorted(t.name for kind in kinds for t in kind) == sorted(
+        t.name for t in metadata.sorted_tables
+    )
     forbidden = ("metric", "value", "last_seen", "alert", "sample", "seen")
-    for table in metadata.sorted_tables:
+    for table in ACCOUNT_TABLES + OPERATOR_TABLES:
         for column in table.columns:
             assert not any(word in column.name for word in forbidden), (table.name, column.name)
     assert set(nodes.c.keys()) == {
