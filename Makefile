@@ -45,10 +45,14 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.agent_overhead
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.alert_latency
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.agent_overhead --quick
 	$(BIN)/python -m bench.ingest --quick
+	$(BIN)/python -m bench.fanout --quick
+	$(BIN)/python -m bench.alert_latency --quick
 
 ## lock: re-pin requirements/constraints.txt from a fresh resolution
 lock:
