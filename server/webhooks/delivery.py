@@ -120,6 +120,8 @@ class DeliveryEngine:
         self._wall = wall
         self._states: dict[str, _EndpointState] = {}
         self._tasks: set[asyncio.Task[Outcome]] = set()
+        self.on_attempt: list[Callable[[WebhookEndpoint, AttemptLog], None]] = []
+        """Called with every attempt made (saved monitoring records them for opted-in accounts)."""
         stats.gauge(
             "webhook_pending", "Webhook deliveries not yet delivered or final", self.pending
         )
@@ -291,10 +293,12 @@ class DeliveryEngine:
             if state.failing_since is None:
                 state.failing_since = now
             state.consecutive_failures += 1
-        state.attempts.append(
-            AttemptLog(now, msg_id, number, attempt.status, attempt.latency, decision.action,
-                       decision.reason)
-        )  # fmt: skip
+        entry = AttemptLog(
+            now, msg_id, number, attempt.status, attempt.latency, decision.action, decision.reason
+        )
+        state.attempts.append(entry)
+        for hook in self.on_attempt:
+            hook(endpoint, entry)
 
     async def _switch_off(
         self, endpoint: WebhookEndpoint, state: _EndpointState, reason: str
