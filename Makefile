@@ -47,12 +47,16 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.alert_latency
+	$(BIN)/python -m bench.storage
+	$(BIN)/python -m bench.dashboard
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.agent_overhead --quick
 	$(BIN)/python -m bench.ingest --quick
 	$(BIN)/python -m bench.fanout --quick
 	$(BIN)/python -m bench.alert_latency --quick
+	$(BIN)/python -m bench.storage --quick
+	$(BIN)/python -m bench.dashboard --quick
 
 ## lock: re-pin requirements/constraints.txt from a fresh resolution
 lock:

@@ -10,6 +10,10 @@ pushed from the account), ``ping``. A ``ping`` is answered by a ``ping`` with ``
 
 Models are strict (unknown fields refused) and bounded (string and list lengths), so a hostile
 peer cannot make the other side hold unbounded data.
+
+The server parses with :func:`parse_agent_frame`: the same checks, but a ``metrics`` message
+comes back as plain validated data (:class:`MetricsFrame` of :class:`SampleData`) instead of
+one model per sample, which halves its cost (a frame of 50 samples, 5,000 times a second).
 """
 
 from __future__ import annotations
@@ -17,9 +21,18 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
 PROTOCOL_VERSION: Final = 1
 STREAM_PATH = "/api/v1/agent/stream"
@@ -177,6 +190,77 @@ def parse_agent_message(raw: str | bytes) -> Hello | Metrics | Alert | Ping:
         return _agent_adapter().validate_python(data)
     except ValidationError as exc:
         raise ProtocolError(_describe(exc)) from None
+
+
+# -- the server's hot path: metrics as validated plain data ------------------------------------
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SampleData(TypedDict):
+    """A :class:`WireSample` as validated plain data: the same fields, each with the very same
+    annotated type (so the same validator), unknown keys refused; ``l`` is absent when the
+    agent sent no labels (the model would hold ``{}``)."""
+
+    m: Name
+    l: NotRequired[Annotated[dict[Name, LabelValue], Field(max_length=8)]]  # noqa: E741
+    v: Finite | Coarsened
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _MetricsData(TypedDict):
+    """:class:`Metrics` as plain data (``v`` and ``type`` are present: ``_loads`` and the
+    dispatch in :func:`parse_agent_frame` ask for them)."""
+
+    v: Literal[1]
+    type: Literal["metrics"]
+    seq: Annotated[int, Field(ge=0)]
+    ts: Finite
+    samples: Annotated[list[SampleData], Field(max_length=MAX_SAMPLES)]
+
+
+class MetricsFrame(NamedTuple):
+    """A validated ``metrics`` message: what :class:`Metrics` holds, samples as plain data."""
+
+    seq: int
+    ts: float
+    samples: list[SampleData]
+
+    @classmethod
+    def of(cls, message: Metrics) -> MetricsFrame:
+        """The frame a parsed :class:`Metrics` model stands for (``l`` only where it was set)."""
+        samples: list[SampleData] = []
+        for s in message.samples:
+            sample: SampleData = {"m": s.m, "v": s.v}
+            if "l" in s.model_fields_set:
+                sample["l"] = s.l
+            samples.append(sample)
+        return cls(message.seq, message.ts, samples)
+
+
+@cache
+def _metrics_adapter() -> TypeAdapter[_MetricsData]:
+    return TypeAdapter(_MetricsData)
+
+
+def parse_agent_frame(raw: str | bytes) -> Hello | MetricsFrame | Alert | Ping:
+    """:func:`parse_agent_message` for the server's hot path: exactly the same messages are
+    accepted and refused, with the same errors, but a ``metrics`` message is returned as a
+    :class:`MetricsFrame` (its samples validated into plain dicts by pydantic-core against the
+    same annotated types, without building a model per sample). Anything the lean check
+    refuses goes through the models, which raise the usual error."""
+    data = _loads(raw, MAX_AGENT_FRAME_BYTES)
+    if data.get("type") == "metrics":
+        try:
+            checked = _metrics_adapter().validate_python(data)
+        except ValidationError:
+            pass  # the models below say what is wrong, exactly as parse_agent_message does
+        else:
+            return MetricsFrame(checked["seq"], checked["ts"], checked["samples"])
+    try:
+        message = _agent_adapter().validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(_describe(exc)) from None
+    return MetricsFrame.of(message) if isinstance(message, Metrics) else message
 
 
 def dumps(message: BaseModel) -> str:

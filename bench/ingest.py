@@ -14,7 +14,9 @@ simulated agent sends a hello (interval 1 s), then:
 Prints frames/s sent and frames/s the server counted (``agent_frames_total{type="metrics"}``
 from GET /metrics), ping round trip p50/p99, the server's CPU (% of one core, utime+stime from
 /proc/<pid>/stat over each window) and RSS (VmRSS, and the peak VmHWM), idle beside loaded,
-with their ratio. The bench process shares the machine's cores with the server.
+with their ratio. The bench process shares the machine's cores with the server; over the load
+window it also prints the server's CPU time per metrics frame, its own CPU and what every other
+process on the machine used (from /proc/stat), since a busy neighbour starves the server.
 
 Target (issue #3): 5,000 agents at 1 frame/s with ping p99 < 100 ms and server RSS < 1 GiB.
 
@@ -80,6 +82,12 @@ class BenchError(Exception):
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far, all cores (from /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK  # less idle and iowait
 
 
 def status_mib(pid: int, key: str) -> float:
@@ -393,11 +401,13 @@ async def measure(agents_n: int, idle_s: float, load_s: float) -> dict[str, Any]
             c0, w0 = cpu_seconds(pid), loop.time()
             await asyncio.sleep(max(0.0, plan["idle_end"] - loop.time()))
             c1, w1 = cpu_seconds(pid), loop.time()
+            m1, b1 = machine_busy_seconds(), cpu_seconds(os.getpid())
             result["idle_rss_mib"] = status_mib(pid, "VmRSS")
             result["idle_peak_rss_mib"] = status_mib(pid, "VmHWM")
             f0 = await server_frames(http)
             await asyncio.sleep(max(0.0, plan["load_end"] - loop.time()))
             c2, w2 = cpu_seconds(pid), loop.time()
+            m2, b2 = machine_busy_seconds(), cpu_seconds(os.getpid())
             result["load_rss_mib"] = status_mib(pid, "VmRSS")
             _done, pending = await asyncio.wait(tasks, timeout=PING_TIMEOUT + 5)
             for task in pending:
@@ -409,6 +419,14 @@ async def measure(agents_n: int, idle_s: float, load_s: float) -> dict[str, Any]
             result["server_metrics_frames"] = int(f1 - f0)
             result["idle_cpu_percent"] = 100 * (c1 - c0) / (w1 - w0)
             result["load_cpu_percent"] = 100 * (c2 - c1) / (w2 - w1)
+            result["server_cpu_us_per_frame"] = 1e6 * (c2 - c1) / max(1, f1 - f0)
+            result["bench_cpu_percent"] = 100 * (b2 - b1) / (w2 - w1)
+            busy = 100 * (m2 - m1) / (w2 - w1)
+            result["machine_cores"] = os.cpu_count()
+            result["machine_busy_percent"] = busy
+            result["others_cpu_percent"] = (
+                busy - result["load_cpu_percent"] - result["bench_cpu_percent"]
+            )
             result["measured_load_seconds"] = round(w2 - w1, 2)
         finally:
             tally.closed_early = sum(a.closed_by_server for a in agents)
@@ -495,6 +513,12 @@ def main() -> int:
         f"  server CPU         load {r['load_cpu_percent']:.1f} % of one core | "
         f"idle {r['idle_cpu_percent']:.1f} % | ratio {r['cpu_ratio_vs_idle']:.1f} "
         "(idle floored at one clock tick)"
+    )
+    print(
+        f"  machine CPU        load window: server {r['server_cpu_us_per_frame']:.0f} µs per "
+        f"metrics frame | bench {r['bench_cpu_percent']:.1f} % | other processes "
+        f"{r['others_cpu_percent']:.1f} % | busy {r['machine_busy_percent']:.0f} % of "
+        f"{100 * (r['machine_cores'] or 1)} %"
     )
     print(
         f"  server RSS         load {r['load_rss_mib']:.1f} MiB | idle {r['idle_rss_mib']:.1f} MiB"

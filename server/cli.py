@@ -1,4 +1,4 @@
-"""``oneconnect-server run|demo|migrate`` (◆)."""
+"""``oneconnect-server run|demo|migrate`` (◆) and the operator's ``holds add|list|release``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from server import __version__
+from server import __version__, holds
 from server.config import ConfigError, ServerSettings, load_settings
 from server.logs import ACCESS_LOG_FORMAT, setup_logging
 
@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"))
     demo.add_argument("--port", type=int, default=8080, help="server port (0 = any free one)")
     demo.add_argument("--interval", type=float, default=2.0, help="the demo agent's interval")
+    holds.add_parser(sub)
     return parser
 
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         applied = asyncio.run(migrate(settings.db_url()))
         print(f"migrated: {', '.join(applied)}" if applied else "database is up to date")
         return 0
+    if args.command == "holds":
+        return holds.run(args, settings.db_url())
     from aiohttp import web
 
     from server.app import create_app

@@ -182,6 +182,7 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
                     [
                         "",
                         "OneConnect Alert demo is running (Ctrl-C stops everything).",
+                        f"  Dashboard:      {base}/",
                         f"  Server / API:   {base}/api/v1  (OpenAPI: {base}/api/v1/openapi.json)",
                         f"  Demo API key:   {key}",
                         f"  Demo node:      {node['node']['name']} ({node['node']['id']}), "

@@ -4,7 +4,8 @@ Handshake: ``Authorization: Bearer <node token>``. A missing, unknown or rotated
 401 JSON error before any upgrade; failed attempts are rate-limited per client (the peer
 address, held in memory only and never logged, like the token).
 
-Per connection (messages parsed by :func:`agent.protocol.parse_agent_message`, nothing else):
+Per connection (messages parsed by :func:`agent.protocol.parse_agent_frame`, nothing else: the
+checks of ``parse_agent_message``, metrics samples as plain validated data):
 ``hello`` must come first (within ``HELLO_TIMEOUT``); the server stores it in live state, marks
 the node enrolled on its first connection and, when the agent's interval is below the plan's
 minimum, answers ``config`` with ``interval = min_interval``. Then ``metrics`` go to live state,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -42,16 +44,17 @@ from agent.protocol import (
     Config,
     Hello,
     Metrics,
+    MetricsFrame,
     Ping,
     ProtocolError,
     WireSample,
     dumps,
-    parse_agent_message,
+    parse_agent_frame,
 )
 from server.api.auth import client_key
 from server.api.schemas import ERROR
 from server.errors import BadRequest, TooManyRequests, Unauthorized, Unavailable
-from server.keys import CLOCK, DISPATCH, LIMITER, LIVE, STATS, STORE
+from server.keys import CLOCK, DISPATCH, LIMITER, LIVE, SAVED, STATS, STORE
 from server.live import LiveFull, NodeLive
 from server.ratelimit import Rate
 from server.security import NODE_TOKEN_PREFIX, plausible_secret
@@ -71,6 +74,7 @@ FRAME_BURST: Final = 2_500.0
 """Messages per connection: a burst covers a full agent outbox resent on reconnect."""
 CLOSE_TIMEOUT: Final = 5.0
 REPLACED: Final = 4000
+_FRAMES_HELP: Final = "Agent messages handled, by type"
 
 
 class AgentSockets:
@@ -206,6 +210,7 @@ class _Session:
         self.node = node
         self.ws = ws
         self.live = app[LIVE]
+        self.saved = app[SAVED]
         self.stats = app[STATS]
         self.loop = asyncio.get_running_loop()
         self.tokens = FRAME_BURST
@@ -224,7 +229,9 @@ class _Session:
                         WSCloseCode.POLICY_VIOLATION, f"no hello within {HELLO_TIMEOUT:g} s"
                     ) from None
                 if msg.type is WSMsgType.TEXT:
-                    await self._on_text(msg.data)
+                    reply = self._on_text(msg.data)
+                    if reply is not None:
+                        await reply
                 elif msg.type is WSMsgType.BINARY:
                     raise _Closed(WSCloseCode.POLICY_VIOLATION, "binary frames are not accepted")
                 elif msg.type is WSMsgType.ERROR:
@@ -267,16 +274,21 @@ class _Session:
 
     def _spend(self) -> None:
         now = self.loop.time()
-        self.tokens = min(FRAME_BURST, self.tokens + (now - self.stamp) * FRAME_RATE)
+        tokens = self.tokens + (now - self.stamp) * FRAME_RATE
+        if tokens > FRAME_BURST:
+            tokens = FRAME_BURST
         self.stamp = now
-        if self.tokens < 1.0:
+        if tokens < 1.0:
+            self.tokens = tokens
             raise _Closed(WSCloseCode.POLICY_VIOLATION, "too many messages")
-        self.tokens -= 1.0
+        self.tokens = tokens - 1.0
 
-    async def _on_text(self, data: str) -> None:
+    def _on_text(self, data: str) -> Coroutine[Any, Any, None] | None:
+        """Handle one text message. A metrics frame is handled right here (the hot path: no
+        coroutine, nothing awaited); for others the work that sends or stores is returned."""
         self._spend()
         try:
-            message = parse_agent_message(data)
+            message = parse_agent_frame(data)
         except ProtocolError as exc:
             raise _Closed(
                 WSCloseCode.POLICY_VIOLATION, "malformed message", safe_reason(str(exc))
@@ -287,23 +299,28 @@ class _Session:
                 "malformed message",
                 f"unparseable message ({exc.__class__.__name__})",
             ) from None
-        self.stats.inc("agent_frames", help="Agent messages handled, by type", type=message.type)
+        if isinstance(message, MetricsFrame):
+            self.stats.inc("agent_frames", help=_FRAMES_HELP, type="metrics")
+            if self.hello is None:
+                raise _Closed(WSCloseCode.POLICY_VIOLATION, "hello expected first")
+            self.live.touch(self.node)
+            self.live.metrics(self.node, message)
+            self.saved.frame(self.ref, message)  # returns at once unless opted in
+            return None
+        self.stats.inc("agent_frames", help=_FRAMES_HELP, type=message.type)
         if isinstance(message, Hello):
             if self.hello is not None:
                 raise _Closed(WSCloseCode.POLICY_VIOLATION, "hello sent twice")
             self.live.touch(self.node)
-            await self._on_hello(message)
-            return
+            return self._on_hello(message)
         if self.hello is None:
             raise _Closed(WSCloseCode.POLICY_VIOLATION, "hello expected first")
         self.live.touch(self.node)
-        if isinstance(message, Metrics):
-            self.live.metrics(self.node, message)
-        elif isinstance(message, Ping):
-            if not message.reply:
-                await self.ws.send_str(dumps(Ping(ts=message.ts, reply=True)))
-        else:
-            await self._on_event(message.event)
+        if isinstance(message, Ping):
+            if message.reply:
+                return None
+            return self.ws.send_str(dumps(Ping(ts=message.ts, reply=True)))
+        return self._on_event(message.event)
 
     async def _on_hello(self, hello: Hello) -> None:
         self.hello = hello

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from server.dispatch import Dispatcher
     from server.live import LiveState
     from server.ratelimit import RateLimiter
+    from server.saved import SavedMonitoring
     from server.stats import Stats
     from server.storage.store import Store
     from server.webhooks.dispatch import WebhookDispatch
@@ -25,3 +26,4 @@ LIMITER: web.AppKey[RateLimiter] = web.AppKey("limiter")
 STATS: web.AppKey[Stats] = web.AppKey("stats")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
 WEBHOOKS: web.AppKey[WebhookDispatch] = web.AppKey("webhooks")
+SAVED: web.AppKey[SavedMonitoring] = web.AppKey("saved")

@@ -1,40 +1,49 @@
 """Per-node live state, in memory only: nothing here is ever written to disk.
 
-Per node: the last ``window_seconds`` of every series as a fixed ring of float32 values, the
-latest value per series (a coarsened value such as ``"<5"`` stays that string; its ring slot is
-NaN), the hello (agent version, interval, rule names), connection state, last-seen (monotonic
-and wall), current alerts by fingerprint, a bounded list of recent events and a bounded LRU of
-seen event ids (the dispatcher's dedupe).
+Per node: the last ``window_seconds`` of every series as float32 values, the latest value per
+series (a coarsened value such as ``"<5"`` stays that string; its ring value is NaN), the hello
+(agent version, interval, rule names), connection state, last-seen (monotonic and wall),
+current alerts by fingerprint, a bounded list of recent events and a bounded LRU of seen event
+ids (the dispatcher's dedupe).
 
-Rings are time-bucketed on the server's monotonic clock: a series' slot for bucket ``b`` is
-``b % capacity`` with ``step = max(interval, window / max_points)`` and ``capacity =
-ceil(window / step)`` (≤ ``max_points``). Several samples in one bucket: the last one wins;
-buckets with no sample read as gaps. Timestamps are never stored per value, and the agent's
-own frame timestamps are not trusted for placement. One frame costs O(samples): normally one
-comparison and one array store per sample (the node keeps the previous frame's layout, see
-:meth:`LiveState.metrics`), a key build and a dict lookup when the layout changed.
+Rings are time-bucketed on the server's monotonic clock: bucket ``b`` lives in row ``b %
+capacity`` with ``step = max(interval, window / max_points)`` and ``capacity = ceil(window /
+step)`` (≤ ``max_points``). A node keeps one table of ``capacity`` rows by one float32 column
+per series (a ``bytearray``); when its newest bucket moves on, the rows it passes are blanked
+(NaN), so a bucket without a sample reads as a gap. Several samples in one bucket: the last one
+wins. Timestamps are never stored per value, and the agent's own frame timestamps are not
+trusted for placement. One frame costs O(samples): normally one comparison, one float32 store
+and one list store per sample (the node keeps the previous frame's layout, see
+:meth:`LiveState.metrics`), a key build and a dict lookup when the layout changed. Samples
+come as the plain validated dicts of :func:`agent.protocol.parse_agent_frame`, not models.
 
-Memory bound (the defaults; measured with tracemalloc): a series costs ≈1.8 KB at 300 points
-(a 1.2 KB float32 ring plus its key, entry and layout objects), ≈1.3 KB at 180 points (a 5 s
-agent). A node holds at most ``max_series`` (600) series (≤ ~1.1 MB),
-``MAX_CURRENT_ALERTS`` (1,000) current alerts, ``MAX_RECENT_EVENTS`` (200) recent events and
-``MAX_SEEN_IDS`` (10,000) seen ids (≤ ~1.2 MB, only if an agent really sent that many events).
-All nodes together hold at most ``max_total_series`` (400,000) series, so series are bounded
-by ~0.7 GB whatever the fleet (a series over a cap is dropped and counted); ``max_nodes``
-(100,000) bounds the node table. A real agent (58 series) costs ≈100 KB at a 1 s interval,
-≈75 KB at 5 s: 5,000 such nodes ≈ 0.5 GB.
+Nothing per series is an object the cyclic garbage collector must visit: keys and layout
+entries are tuples of strings and ints, values sit in the table and in one list per node. (An
+object, an array and a tuple per series made every full collection of a 5,000-node server walk
+~800,000 more objects: a pause of 0.2-0.6 s.)
+
+Memory bound (the defaults; measured with tracemalloc): a series costs ≈1.5 KB at 300 points
+(its 1.2 KB column plus its key, dict entry, layout entry and latest value), ≈1.0 KB at 180
+points (a 5 s agent); a node has at most seven spare columns. A node holds at most
+``max_series`` (600) series (≤ ~0.9 MB), ``MAX_CURRENT_ALERTS`` (1,000) current alerts,
+``MAX_RECENT_EVENTS`` (200) recent events and ``MAX_SEEN_IDS`` (10,000) seen ids (≤ ~1.2 MB,
+only if an agent really sent that many events). All nodes together hold at most
+``max_total_series`` (400,000) series, so series are bounded by ~0.6 GB whatever the fleet (a
+series over a cap is dropped and counted); ``max_nodes`` (100,000) bounds the node table. A
+real agent (58 series) costs ≈95 KB at a 1 s interval, ≈65 KB at 5 s: 5,000 such nodes ≈ 0.5
+GB.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
+import struct
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
-from agent.protocol import AlertEvent, Hello, Metrics, WireSample
+from agent.protocol import AlertEvent, Hello, Metrics, MetricsFrame, SampleData
 from server.clock import Clock
 from server.storage.records import NodeRef
 
@@ -48,22 +57,51 @@ MAX_NODES: Final = 100_000
 MAX_CURRENT_ALERTS: Final = 1_000
 MAX_RECENT_EVENTS: Final = 200
 MAX_SEEN_IDS: Final = 10_000
+COLUMNS_AT_ONCE: Final = 8
+"""A node's table grows to its series count rounded up to this (once per frame at most)."""
 
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
+
+_NAN32: Final = struct.pack("f", NAN)
+
+
+def _put_big(cells: memoryview[float], index: int, value: float | str) -> None:
+    """A finite value beyond float32's range: stored as ±inf, read back as a gap (what a C
+    cast does, and what Python 3.11 does for ``cells[index] = value``)."""
+    cells[index] = math.copysign(math.inf, float(value))
 
 
 class LiveFull(Exception):
     """The node table is at ``max_nodes``: a new node cannot be tracked now."""
 
 
-class _Series:
-    __slots__ = ("last", "latest", "ring")
+class SeriesRing(NamedTuple):
+    """One series as :attr:`NodeLive.series` shows it (a copy, for inspection)."""
 
-    def __init__(self, capacity: int) -> None:
-        self.ring = array("f", [NAN]) * capacity
-        self.last = -1  # the newest bucket written (-1: none yet)
-        self.latest: float | str = NAN
+    col: int
+    ring: list[float]
+    """Its values by row (row ``b % capacity`` holds bucket ``b``; NaN: a gap)."""
+
+
+class _SeriesMap(Mapping[SeriesKey, SeriesRing]):
+    """A node's series (key → column and ring), read-only, read from its table."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: NodeLive) -> None:
+        self._node = node
+
+    def __getitem__(self, key: SeriesKey) -> SeriesRing:
+        node = self._node
+        col = node.cols[key]
+        return SeriesRing(col, list(node.cells[col :: node.width]))
+
+    def __iter__(self) -> Iterator[SeriesKey]:
+        return iter(self._node.cols)
+
+    def __len__(self) -> int:
+        return len(self._node.cols)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +122,8 @@ class NodeLive:
         "alerts",
         "buffer_seconds",
         "capacity",
+        "cells",
+        "cols",
         "connected",
         "connected_since",
         "dropped_samples",
@@ -91,15 +131,19 @@ class NodeLive:
         "interval",
         "last_seen_mono",
         "last_seen_wall",
+        "latest_value",
         "layout",
+        "layout_labels",
         "metric_names",
+        "newest",
         "node_down",
         "recent",
         "ref",
         "rules",
         "seen",
-        "series",
         "step",
+        "table",
+        "width",
     )
 
     def __init__(self, ref: NodeRef, seen_mono: float) -> None:
@@ -119,16 +163,35 @@ class NodeLive:
         self.buffer_seconds: int | None = None
         self.step = 0.0
         self.capacity = 0
-        self.series: dict[SeriesKey, _Series] = {}
+        self.cols: dict[SeriesKey, int] = {}
+        """Each series' column in the table."""
+        self.width = 0
+        """Columns in the table (≥ ``len(cols)``; spare ones are all NaN)."""
+        self.table = bytearray()
+        """``capacity`` rows of ``width`` float32 values."""
+        self.cells: memoryview[float] = memoryview(self.table).cast("f")
+        """The table as floats: bucket ``b`` of column ``c`` is ``[(b % capacity) * width + c]``."""
+        self.newest = -1
+        """The newest bucket the table holds (-1: none yet); older rows than ``newest -
+        capacity`` have been reused."""
+        self.latest_value: list[float | str] = []
+        """Per column: the last value sent (NaN: none yet)."""
         self.dropped_samples = 0
-        self.layout: list[tuple[str, dict[str, str], _Series]] = []
-        """The last frame's series in order (see :meth:`LiveState.metrics`)."""
+        self.layout: list[tuple[str, int]] = []
+        """The last frame's series in order, as (metric, column), beside ``layout_labels``:
+        their labels as sent (None when the sample had no ``l``); see :meth:`LiveState.metrics`."""
+        self.layout_labels: list[dict[str, str] | None] = []
         self.alerts: dict[str, AlertEvent] = {}
         self.recent: deque[AlertEvent] = deque(maxlen=MAX_RECENT_EVENTS)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.enrolled = False
         self.node_down: AlertEvent | None = None
         """The firing node_down event while the detector holds this node down."""
+
+    @property
+    def series(self) -> Mapping[SeriesKey, SeriesRing]:
+        """The node's series (a read-only view of its table)."""
+        return _SeriesMap(self)
 
     @property
     def node_id(self) -> str:
@@ -198,7 +261,7 @@ class LiveState:
         """Drop everything about a node (it was deleted)."""
         node = self._nodes.pop(node_id, None)
         if node is not None:
-            self.total_series -= len(node.series)
+            self.total_series -= len(node.cols)
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -235,82 +298,117 @@ class LiveState:
             return
         node.step = step
         node.capacity = max(1, min(self.max_points, math.ceil(self.window / step)))
-        self.total_series -= len(node.series)
-        node.series = {}
+        self.total_series -= len(node.cols)
+        node.cols = {}
+        node.width = 0
+        node.table = bytearray()
+        node.cells = memoryview(node.table).cast("f")
+        node.newest = -1
+        node.latest_value = []
         node.layout = []
+        node.layout_labels = []
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def metrics(self, node: NodeLive, frame: Metrics) -> int:
+    def metrics(self, node: NodeLive, frame: MetricsFrame | Metrics) -> int:
         """Store one metrics frame; returns how many samples were kept (samples of series over
-        the caps are dropped and counted in ``node.dropped_samples``).
+        the caps are dropped and counted in ``node.dropped_samples``). Ingest passes the
+        frame as :func:`agent.protocol.parse_agent_frame` returns it; a :class:`Metrics`
+        model is taken too.
 
         Agents send the same series in the same order every interval, so the node keeps the
-        previous frame's layout (metric, labels, ring) and a frame that matches it is stored
+        previous frame's layout (metric, labels, column) and a frame that matches it is stored
         without building or hashing series keys; the first mismatch falls back to lookups."""
+        if isinstance(frame, Metrics):
+            frame = MetricsFrame.of(frame)
         bucket = int(self.clock.monotonic() // node.step)
+        if bucket != node.newest:
+            self._advance(node, bucket)
         samples = frame.samples
         layout = node.layout
         done = 0
         if len(layout) == len(samples):
-            capacity = node.capacity
-            slot = bucket % capacity
-            put = self._put
-            for sample, (metric, labels, entry) in zip(samples, layout, strict=True):
-                if sample.m != metric or sample.l != labels:
+            cells, latest = node.cells, node.latest_value
+            row = (bucket % node.capacity) * node.width
+            for sample, labels, (metric, col) in zip(
+                samples, node.layout_labels, layout, strict=True
+            ):
+                if sample["m"] != metric or sample.get("l") != labels:
                     break
-                value = sample.v
-                if 0 <= bucket - entry.last < 2 and value.__class__ is float:  # the usual case
-                    entry.last = bucket
-                    entry.ring[slot] = value
-                    entry.latest = value
-                else:
-                    put(entry, bucket, capacity, value)
+                value = latest[col] = sample["v"]
+                try:
+                    cells[row + col] = NAN if isinstance(value, str) else value
+                except (OverflowError, ValueError):  # beyond float32 on a stricter Python
+                    _put_big(cells, row + col, value)
                 done += 1
             if done == len(samples):
                 return done
         return done + self._metrics_slow(node, samples, done, bucket)
 
     def _metrics_slow(
-        self, node: NodeLive, samples: list[WireSample], start: int, bucket: int
+        self, node: NodeLive, samples: list[SampleData], start: int, bucket: int
     ) -> int:
-        layout = node.layout[:start]
-        series, capacity = node.series, node.capacity
-        kept = 0
+        cols = node.cols
+        placed: list[tuple[str, dict[str, str] | None, int, float | str]] = []
         complete = True
         for sample in samples[start:]:
-            labels = sample.l
-            key = (sample.m, tuple(sorted(labels.items())) if labels else ())
-            entry = series.get(key)
-            if entry is None:
-                if len(series) >= self.max_series or self.total_series >= self.max_total_series:
+            metric, labels = sample["m"], sample.get("l")
+            key = (metric, tuple(sorted(labels.items())) if labels else ())
+            col = cols.get(key)
+            if col is None:
+                if len(cols) >= self.max_series or self.total_series >= self.max_total_series:
                     node.dropped_samples += 1
                     complete = False
                     continue
-                entry = series[key] = _Series(capacity)
+                col = cols[key] = len(cols)
+                node.latest_value.append(NAN)
                 self.total_series += 1
-            layout.append((sample.m, labels, entry))
-            self._put(entry, bucket, capacity, sample.v)
-            kept += 1
+            placed.append((metric, labels, col, sample["v"]))
+        if len(cols) > node.width:  # once per frame, to the columns in use (rounded up)
+            self._widen(node, -(-len(cols) // COLUMNS_AT_ONCE) * COLUMNS_AT_ONCE)
+        layout, layout_labels = node.layout[:start], node.layout_labels[:start]
+        cells, latest = node.cells, node.latest_value
+        row = (bucket % node.capacity) * node.width
+        for metric, labels, col, value in placed:
+            layout.append((metric, col))
+            layout_labels.append(labels)
+            latest[col] = value
+            try:
+                cells[row + col] = NAN if isinstance(value, str) else value
+            except (OverflowError, ValueError):
+                _put_big(cells, row + col, value)
         # A frame with dropped samples never takes the fast path (a freed cap is noticed).
-        node.layout = layout if complete else []
-        return kept
+        node.layout, node.layout_labels = (layout, layout_labels) if complete else ([], [])
+        return len(placed)
 
     @staticmethod
-    def _put(entry: _Series, bucket: int, capacity: int, value: float | str) -> None:
-        last = entry.last
-        if bucket != last:
-            if last >= 0:  # a new ring is all gaps already
-                gap = bucket - last
-                if gap >= capacity or gap < 0:
-                    entry.ring = array("f", [NAN]) * capacity
-                elif gap > 1:
-                    ring = entry.ring
-                    for b in range(last + 1, bucket):
-                        ring[b % capacity] = NAN
-            entry.last = bucket
-        entry.ring[bucket % capacity] = NAN if isinstance(value, str) else value
-        entry.latest = value
+    def _advance(node: NodeLive, bucket: int) -> None:
+        """Make ``bucket`` the newest: the rows of the buckets passed (the ring's oldest) become
+        gaps. (The monotonic clock never goes back; if a bucket did, the table is cleared.)"""
+        newest, width, capacity = node.newest, node.width, node.capacity
+        if newest < 0 or not newest < bucket < newest + capacity:
+            node.table[:] = _NAN32 * (capacity * width)
+        else:
+            size = 4 * width
+            blank = _NAN32 * width
+            table = node.table
+            for b in range(newest + 1, bucket + 1):
+                start = (b % capacity) * size
+                table[start : start + size] = blank
+        node.newest = bucket
+
+    @staticmethod
+    def _widen(node: NodeLive, width: int) -> None:
+        """Give the table ``width`` columns (new ones all gaps), keeping every row's values."""
+        old, old_size, size = node.table, 4 * node.width, 4 * width
+        table = bytearray(_NAN32 * (node.capacity * width))
+        if old_size:
+            for row in range(node.capacity):
+                table[row * size : row * size + old_size] = old[
+                    row * old_size : (row + 1) * old_size
+                ]
+        node.table, node.width = table, width
+        node.cells = memoryview(table).cast("f")
 
     def latest(
         self, node_id: str, metrics: Iterable[str] | None = None
@@ -320,35 +418,38 @@ class LiveState:
         if node is None:
             return []
         wanted = set(metrics) if metrics is not None else None
-        return [
-            (metric, dict(labels), entry.latest)
-            for (metric, labels), entry in node.series.items()
-            if (wanted is None or metric in wanted)
-            and not (isinstance(entry.latest, float) and math.isnan(entry.latest))
-        ]
+        values = node.latest_value
+        found: list[tuple[str, dict[str, str], float | str]] = []
+        for (metric, labels), col in node.cols.items():
+            value = values[col]
+            if (wanted is None or metric in wanted) and not (
+                isinstance(value, float) and math.isnan(value)
+            ):
+                found.append((metric, dict(labels), value))
+        return found
 
     def series(self, node_id: str, metrics: Iterable[str] | None = None) -> list[SeriesView]:
         """The last window of each series (≤ capacity points, oldest first)."""
         node = self._nodes.get(node_id)
-        if node is None or not node.series:
+        if node is None or not node.cols:
             return []
         wanted = set(metrics) if metrics is not None else None
         now_mono, now_wall = self.clock.monotonic(), self.clock.time()
-        step, capacity = node.step, node.capacity
+        step, capacity, width, held = node.step, node.capacity, node.width, node.newest
         newest = int(now_mono // step)
         oldest = newest - capacity + 1
         times = [now_wall - (now_mono - b * step) for b in range(oldest, newest + 1)]
+        cells = node.cells
         views: list[SeriesView] = []
-        for (metric, labels), entry in node.series.items():
+        for (metric, labels), col in node.cols.items():
             if wanted is not None and metric not in wanted:
                 continue
-            ring, last = entry.ring, entry.last
             points: list[tuple[float, float | None]] = []
             for i, b in enumerate(range(oldest, newest + 1)):
-                if b > last or b <= last - capacity:
+                if b > held or b <= held - capacity:
                     points.append((times[i], None))
                 else:
-                    value = ring[b % capacity]
+                    value = cells[(b % capacity) * width + col]
                     points.append((times[i], value if math.isfinite(value) else None))
             views.append(SeriesView(metric, dict(labels), step, points))
         return views

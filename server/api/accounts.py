@@ -4,7 +4,9 @@
 key once. ``GET|PATCH /api/v1/account`` read and change the caller's account (a plan the
 account already exceeds is 409). ``/api/v1/account/keys`` lists, creates (key shown once) and
 revokes API keys. ``/api/v1/session`` is the dashboard login: ``POST`` sets the ``oc_session``
-cookie and returns the CSRF token, ``GET`` returns it again, ``DELETE`` logs out.
+cookie and returns the CSRF token, ``GET`` returns it again, ``DELETE`` logs out. The
+saved-monitoring consent in ``PATCH /api/v1/account`` is ``server.api.rights``'s (as are
+``DELETE /api/v1/account`` and the export).
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from server.api.auth import (
     require_session,
 )
 from server.api.bodies import Body, Email, Label, Password, Text, read_json
+from server.api.rights import (
+    ACCOUNT_WITH_SAVED,
+    ConsentPatch,
+    change_account,
+    consent_change,
+    saved_json,
+)
 from server.api.schemas import (
-    ACCOUNT,
     API_KEY,
     ID_PARAMETER,
     PUBLIC,
@@ -41,6 +49,7 @@ from server.security import (
     secret_digest,
     verify_password_async,
 )
+from server.storage.rights import Consent
 from server.storage.store import KEEP, Account, ApiKey, Keep
 
 routes = web.RouteTableDef()
@@ -64,7 +73,7 @@ class Registration(Body):
     plan: PlanName = DEFAULT_PLAN
 
 
-class AccountPatch(Body):
+class AccountPatch(ConsentPatch):
     name: Text | None = None
     company: Text | None = None
     plan: PlanName | None = None
@@ -79,7 +88,7 @@ class Login(Body):
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
-def account_json(account: Account) -> dict[str, Any]:
+def account_json(account: Account, consent: Consent | None = None) -> dict[str, Any]:
     return {
         "id": account.id,
         "name": account.name,
@@ -87,9 +96,14 @@ def account_json(account: Account) -> dict[str, Any]:
         "company": account.company,
         "plan": account.plan,
         "limits": account.plan_limits.limits(),
-        "saved_monitoring": False,  # issue 5 adds the opt-in
+        "saved_monitoring": consent is not None,
+        "saved": saved_json(consent, account),
         "created_at": account.created_at,
     }
+
+
+async def account_body(request: web.Request, account: Account) -> dict[str, Any]:
+    return account_json(account, await request.app[STORE].consent(account.id))
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -133,7 +147,7 @@ async def register(request: web.Request) -> web.Response:
 @routes.get("/api/v1/account")
 async def get_account(request: web.Request) -> web.Response:
     principal = await require_account(request)
-    return web.json_response({"account": account_json(principal.account)})
+    return web.json_response({"account": await account_body(request, principal.account)})
 
 
 @routes.patch("/api/v1/account")
@@ -145,10 +159,17 @@ async def patch_account(request: web.Request) -> web.Response:
         if field in given and getattr(body, field) is None:
             raise Unprocessable(f"{field}: may not be null", field=field)
     company: str | Keep | None = body.company if "company" in given else KEEP
-    account = await request.app[STORE].update_account(
-        principal.account_id, name=body.name, company=company, plan=body.plan
+    store = request.app[STORE]
+    account, consent = await change_account(
+        request,
+        principal,
+        plan=body.plan,
+        change=consent_change(body),
+        update=lambda: store.update_account(
+            principal.account_id, name=body.name, company=company, plan=body.plan
+        ),
     )
-    return web.json_response({"account": account_json(account)})
+    return web.json_response({"account": account_json(account, consent)})
 
 
 # -- API keys ---------------------------------------------------------------------------------
@@ -202,7 +223,7 @@ async def login(request: web.Request) -> web.Response:
     await store.create_session(account.id, session_id, now=now, expires_at=now + lifetime)
     response = web.json_response(
         {
-            "account": account_json(account),
+            "account": await account_body(request, account),
             "csrf_token": csrf_token_for(session_id),
             "expires_at": now + lifetime,
         }
@@ -224,7 +245,10 @@ async def get_session(request: web.Request) -> web.Response:
     principal = await require_session(request)
     session_id = request.cookies[SESSION_COOKIE]
     return web.json_response(
-        {"account": account_json(principal.account), "csrf_token": csrf_token_for(session_id)}
+        {
+            "account": await account_body(request, principal.account),
+            "csrf_token": csrf_token_for(session_id),
+        }
     )
 
 
@@ -239,8 +263,8 @@ async def logout(request: web.Request) -> web.Response:
 
 # -- OpenAPI ----------------------------------------------------------------------------------
 _TAG = "accounts"
-_ACCOUNT_BODY = obj(account=ACCOUNT)
-_SESSION_BODY = obj(account=ACCOUNT, csrf_token={"type": "string"})
+_ACCOUNT_BODY = obj(account=ACCOUNT_WITH_SAVED)
+_SESSION_BODY = obj(account=ACCOUNT_WITH_SAVED, csrf_token={"type": "string"})
 _NEW_KEY = obj(key=API_KEY, api_key={"type": "string", "description": "shown once"})
 
 OPENAPI: dict[str, dict[str, Any]] = {
@@ -248,7 +272,11 @@ OPENAPI: dict[str, dict[str, Any]] = {
         "post": operation(
             "Register an account; returns its first API key (shown once)",
             "createAccount",
-            ok=(201, "created", obj(account=ACCOUNT, api_key={"type": "string"}, key=API_KEY)),
+            ok=(
+                201,
+                "created",
+                obj(account=ACCOUNT_WITH_SAVED, api_key={"type": "string"}, key=API_KEY),
+            ),
             errors=(400, 409, 413, 422, 429),
             body=Registration,
             security=PUBLIC,
@@ -264,7 +292,9 @@ OPENAPI: dict[str, dict[str, Any]] = {
             tag=_TAG,
         ),
         "patch": operation(
-            "Change name, company or plan (a plan the account exceeds is 409)",
+            "Change name, company or plan (a plan the account exceeds is 409), or turn saved "
+            "monitoring on (saved_nodes: which nodes, null = all; 403 on a plan without it) "
+            "or off (keep_saved_data: false deletes what was saved)",
             "updateAccount",
             ok=(200, "the changed account", _ACCOUNT_BODY),
             errors=(400, 401, 403, 409, 413, 422, 429),

@@ -41,6 +41,7 @@ from server.plans import get_plan
 from server.security import display_prefix, new_id, secret_digest
 from server.storage.base import shielded
 from server.storage.credentials import MAX_API_KEYS, MAX_SESSIONS, CredentialStore
+from server.storage.monitoring import MonitoringStore
 from server.storage.records import (
     ACCOUNT_COLS,
     KEEP,
@@ -56,6 +57,7 @@ from server.storage.records import (
     normalise_email,
     ref_of,
 )
+from server.storage.rights import RightsStore
 from server.storage.schema import accounts, nodes
 from server.storage.webhooks import Filters, WebhookEndpoint, WebhookStore
 
@@ -74,7 +76,7 @@ __all__ = [
 ]
 
 
-class Store(CredentialStore, WebhookStore):
+class Store(CredentialStore, WebhookStore, MonitoringStore, RightsStore):
     """The storage interface (see the module docstring); ``await Store.open(url)``."""
 
     # -- accounts ---------------------------------------------------------------------------

@@ -18,6 +18,11 @@ Rules:
   resolved), each waiting for the previous one to end.
 - **Reminders**: an alert still firing ``repeat_interval`` seconds after its last notice is
   sent again (``repeat`` = 1, 2, …) to where the firing went; 0 turns reminders off.
+- **Durable for opted-in accounts** (saved monitoring covers the node): the deliveries are
+  written to the delivery queue first and the sink returns then — the agent's event is acked
+  once it is durably queued — while the deliveries go on; each queue row is deleted when its
+  delivery ends. ``resume()`` at start-up sends what a previous process left queued. Without
+  saved monitoring nothing is written and the sink returns when every delivery ended.
 
 The account's endpoints are cached for ``CACHE_SECONDS`` (the API invalidates on every
 change); if storage is unreachable a cached list is used, and without one the sink raises, so
@@ -27,21 +32,26 @@ the event stays unacked and the agent resends it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.protocol import AlertEvent
 from server.clock import Clock
 from server.errors import Unavailable
 from server.live import LiveState
+from server.storage.monitoring import QueuedDelivery
 from server.storage.records import NodeRef
 from server.storage.store import Store
 from server.storage.webhooks import WebhookEndpoint
 from server.webhooks.delivery import DeliveryEngine, Outcome
 from server.webhooks.formats import Notice
 from server.webhooks.signing import message_id
+
+if TYPE_CHECKING:
+    from server.saved import SavedMonitoring
 
 log = logging.getLogger("oneconnect.server.webhooks")
 
@@ -50,6 +60,8 @@ MAX_SENT_IDS: Final = 200_000
 """webhook-ids remembered as sent (an LRU), far more than a restart's worth of resends."""
 MAX_ROUTES: Final = 100_000
 REMIND_TICK: Final = 30.0
+QUEUE_DAYS: Final = 2.0
+"""A queued delivery older than this is dropped by the purge (it would be stale news)."""
 
 
 @dataclass(slots=True)
@@ -84,6 +96,9 @@ class WebhookDispatch:
         self._routes: OrderedDict[tuple[str, str], _Route] = OrderedDict()
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._chains: dict[tuple[str, str, str], asyncio.Task[Outcome]] = {}
+        self.saved: SavedMonitoring | None = None
+        """Set by the app: decides which deliveries are queued durably."""
+        self._cleanup: set[asyncio.Task[Any]] = set()
 
     # -- endpoints ---------------------------------------------------------------------------
     async def endpoints(self, account_id: str) -> list[WebhookEndpoint]:
@@ -125,9 +140,75 @@ class WebhookDispatch:
             self._routes.move_to_end(key)
             if len(self._routes) > MAX_ROUTES:
                 self._routes.popitem(last=False)
-        tasks = [t for e in targets if (t := self._send(node, event, e, 0)) is not None]
-        if tasks:
-            await asyncio.gather(*tasks)
+        started = [(e, t) for e in targets if (t := self._send(node, event, e, 0)) is not None]
+        if not started:
+            return
+        if self.saved is not None and self.saved.covers(node):
+            try:
+                await self._queue(node, event, started)
+            except Unavailable:
+                log.warning("delivery queue unreachable: waiting for the deliveries instead")
+            else:
+                return
+        await asyncio.gather(*(task for _, task in started))
+
+    async def _queue(
+        self,
+        node: NodeRef,
+        event: AlertEvent,
+        started: list[tuple[WebhookEndpoint, asyncio.Task[Outcome]]],
+    ) -> None:
+        now = self.clock.time()
+        rows = [
+            QueuedDelivery(
+                account_id=node.account_id,
+                msg_id=message_id(endpoint.id, event.id),
+                endpoint_id=endpoint.id,
+                node_id=node.id,
+                notice={"event": event.model_dump(mode="json"), "node_name": node.name},
+                created_at=now,
+                expires_at=now + QUEUE_DAYS * 86400,
+            )
+            for endpoint, _ in started
+        ]
+        await self.store.queue_put(rows)
+        for row, (_, task) in zip(rows, started, strict=True):
+            task.add_done_callback(functools.partial(self._dequeue, msg_id=row.msg_id))
+
+    def _dequeue(self, done: asyncio.Task[Outcome], msg_id: str) -> None:
+        if done.cancelled():  # shutdown: the row stays for the next process
+            return
+        task = asyncio.get_running_loop().create_task(self.store.queue_delete([msg_id]))
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+
+    async def resume(self) -> int:
+        """Start the deliveries a previous process left in the queue; returns how many."""
+        rows = await self.store.queue_pending()
+        if not rows:
+            return 0
+        endpoints = {
+            e.id: e for e in await self.store.webhooks_of(sorted({r.account_id for r in rows}))
+        }
+        resumed = 0
+        for row in rows:
+            endpoint = endpoints.get(row.endpoint_id)
+            try:
+                event = AlertEvent.model_validate(row.notice["event"])
+                name = str(row.notice["node_name"])
+            except (KeyError, ValueError):
+                endpoint = None
+            if endpoint is None or not endpoint.enabled:
+                await self.store.queue_delete([row.msg_id])
+                continue
+            node = NodeRef(row.node_id, row.account_id, name, 0.0)
+            task = self._send(node, event, endpoint, 0)
+            if task is not None:
+                task.add_done_callback(functools.partial(self._dequeue, msg_id=row.msg_id))
+                resumed += 1
+        if resumed:
+            log.info("resumed %d queued webhook deliveries", resumed)
+        return resumed
 
     def _send(
         self, node: NodeRef, event: AlertEvent, endpoint: WebhookEndpoint, repeat: int

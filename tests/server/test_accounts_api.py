@@ -175,7 +175,7 @@ async def test_patch_account(client: aiohttp.ClientSession) -> None:
         ({"name": None}, "name"),
         ({"plan": None}, "plan"),
         ({"plan": "gold"}, "plan"),
-        ({"saved_monitoring": True}, "saved_monitoring"),
+        ({"saved_monitoring": None}, "saved_monitoring"),
         ({"email": "x@example.com"}, "email"),
         ({"company": "\x00"}, "company"),
     ],

@@ -25,6 +25,7 @@ from server.security import (
     new_session_id,
     secret_digest,
 )
+from server.storage import partitions
 from server.storage.migrate import current_revision, head_revision, migrate
 from server.storage.records import Account
 from server.storage.schema import (
@@ -83,7 +84,10 @@ async def test_concurrent_migrations_apply_once(empty_db_url: str) -> None:
 
 async def test_migrated_schema_matches_the_metadata(store: Store) -> None:
     def diff(sync: Connection) -> list[object]:
-        context = MigrationContext.configure(sync, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            sync,
+            opts={"compare_type": True, "include_object": partitions.include_object},
+        )
         return list(compare_metadata(context, metadata))
 
     async with store.engine.connect() as conn:

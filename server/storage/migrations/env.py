@@ -14,6 +14,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from server.storage import partitions
 from server.storage.engine import WRITE, create_engine
 from server.storage.schema import metadata
 
@@ -29,6 +30,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things: batch mode recreates the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=partitions.include_object,  # run-time partitions are not the schema's
         **options,
     )
     with context.begin_transaction():
