@@ -189,6 +189,11 @@ async def change_account(
     else:
         await store.clear_consent(account_id, keep_data=change.keep_data)
         consent = None
+    if plan is not None and account.plan != principal.account.plan:
+        # Saved rows follow the new plan's retention at once (older ones go, the rest re-class).
+        await store.reclass(
+            account_id, get_plan(account.plan).retention_days, request.app[CLOCK].time()
+        )
     if change is not None or plan is not None:
         await notify(request.app, account_id)
     return account, consent

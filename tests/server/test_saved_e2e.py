@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from agent.outbox import Outbox
 from server.clock import FakeClock
 from server.keys import SAVED
+from server.storage.monitoring import Point
 from server.storage.schema import MONITORED_TABLES, metric_points
 from server.storage.store import Store
 from tests.server.streamkit import (
@@ -175,3 +176,23 @@ async def test_an_opted_in_delivery_survives_a_restart_through_the_queue(
         async with asyncio.timeout(5):
             while (await monitored_rows(store))["delivery_queue"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+
+
+async def test_a_plan_change_applies_the_new_retention_at_once(
+    store: Store, clock: FakeClock
+) -> None:
+    async with hook_server(store, clock) as srv:
+        account, key = await make_account(store, plan="business")  # 90 days
+        node, _ = await make_node(store, account)
+        await call(srv, "PATCH", "/api/v1/account", key, {"saved_monitoring": True}, expect=200)
+        now = clock.time()
+        points = [
+            Point(account.id, node.id, "load1", "", now - days * 86400, 1.0)
+            for days in (1, 20, 40, 80)
+        ]
+        assert await store.write_points(points, {account.id: 90}) == 4
+        await call(srv, "PATCH", "/api/v1/account", key, {"plan": "pro"}, expect=200)  # 30 days
+        async with store.engine.connect() as conn:
+            kept = await conn.execute(select(metric_points.c.ts, metric_points.c.retention_days))
+            rows = sorted((round((now - r.ts) / 86400), r.retention_days) for r in kept)
+        assert rows == [(1, 30), (20, 30)]
