@@ -147,6 +147,7 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
     agent: asyncio.subprocess.Process | None = None
     sink = Sink()
     sink_runner, sink_url = await _start_sink(sink)
+    password = secrets.token_urlsafe(12)  # this run's demo login, printed below
     try:
         async with ClientSession() as http:
             created = await _call(
@@ -156,7 +157,7 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
                 name="Demo Developer",
                 email="demo@example.com",
                 company="OneConnect demo",
-                password=secrets.token_urlsafe(18),
+                password=password,
                 plan="business",
             )
             key = str(created["api_key"])
@@ -182,7 +183,7 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
                     [
                         "",
                         "OneConnect Alert demo is running (Ctrl-C stops everything).",
-                        f"  Dashboard:      {base}/",
+                        f"  Dashboard:      {base}/  (sign in: demo@example.com / {password})",
                         f"  Server / API:   {base}/api/v1  (OpenAPI: {base}/api/v1/openapi.json)",
                         f"  Demo API key:   {key}",
                         f"  Demo node:      {node['node']['name']} ({node['node']['id']}), "

@@ -154,6 +154,7 @@ async def test_demo_runs_the_whole_system_and_stops_on_ctrl_c(tmp_path: Path) ->
     assert "(signature ok)" in text  # it came as a signed webhook to the demo's sink
     assert "BAD SIGNATURE" not in text
     assert "Webhook sink:   http://127.0.0.1:" in text
+    assert "(sign in: demo@example.com / " in text  # the dashboard is usable as the demo
     assert "demo stopped" in text
 
 
