@@ -172,12 +172,18 @@ async def _frozen(app: web.Application) -> AsyncIterator[None]:
     """Everything loaded at start-up moves out of the cyclic collector's way: full
     collections then walk only what requests create (halves a 30-day history query), and
     collections run less often (bench/ingest at 5,000 agents: p50 from ~0.8 s to ms)."""
+    thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     # Young collections far apart: live state and 5,000 sockets make each full pass costly
     # (0.55-0.62 s at 5,000 agents measured); fewer passes, same reclaiming.
     gc.set_threshold(50_000, 20, 100)
-    yield
+    try:
+        yield
+    finally:
+        # An embedding process (the tests, a host running several apps) gets its collector back.
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -13,7 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import ROUTE_MODULES
-from tests.server.conftest import LiveServer
+from server.clock import FakeClock
+from server.config import ServerSettings
+from server.storage.store import Store
+from tests.server.conftest import LiveServer, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,3 +175,20 @@ async def test_every_security_scheme_used_is_defined(client: aiohttp.ClientSessi
         for name in requirement
     }
     assert used <= defined
+
+
+async def test_the_app_hands_the_garbage_collector_back_when_it_stops(
+    settings: ServerSettings, store: Store, clock: FakeClock
+) -> None:
+    """Running, the app freezes start-up objects and spaces collections out; stopped, an
+    embedding process (these tests, a host of several apps) gets its own collector back."""
+    gc.set_threshold(700, 10, 10)
+    assert gc.get_freeze_count() == 0
+    _live, runner = await start_server(settings, store, clock)
+    try:
+        assert gc.get_threshold() == (50_000, 20, 100)
+        assert gc.get_freeze_count() > 0
+    finally:
+        await runner.cleanup()
+    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_freeze_count() == 0
