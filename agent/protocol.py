@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from typing import Annotated, Any, Final, Literal, NamedTuple, NotRequired
+from typing import Annotated, Any, Literal, NamedTuple, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,15 +35,17 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
-PROTOCOL_VERSION: Final = 1
-STREAM_PATH = "/api/v1/agent/stream"
-MAX_AGENT_FRAME_BYTES = 512 * 1024
-"""Largest message an agent may send (a metrics frame of a big node stays far below)."""
-MAX_SERVER_FRAME_BYTES = 64 * 1024
-"""Largest message a server may send to an agent; bigger ones are refused by the agent."""
-MAX_SAMPLES = 2000
-MAX_ACK_IDS = 1000
-MAX_PUSHED_RULES = 200
+# The limits live with the agent's plain types (agent.wire); the server reads them here.
+from agent.wire import (
+    MAX_ACK_IDS as MAX_ACK_IDS,
+    MAX_AGENT_FRAME_BYTES as MAX_AGENT_FRAME_BYTES,
+    MAX_HELLO_FIRING as MAX_HELLO_FIRING,
+    MAX_PUSHED_RULES as MAX_PUSHED_RULES,
+    MAX_SAMPLES as MAX_SAMPLES,
+    MAX_SERVER_FRAME_BYTES as MAX_SERVER_FRAME_BYTES,
+    PROTOCOL_VERSION as PROTOCOL_VERSION,
+    STREAM_PATH as STREAM_PATH,
+)
 
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:+/-]+$")
@@ -92,6 +95,15 @@ class AlertEvent(BaseModel):
     """When the agent produced this event (seconds since the epoch)."""
 
 
+def _is_firing(event: AlertEvent) -> AlertEvent:
+    if event.status != "firing":
+        raise ValueError("a hello names firing alerts only")
+    return event
+
+
+FiringEvent = Annotated[AlertEvent, AfterValidator(_is_firing)]
+
+
 class Hello(_Message):
     type: Literal["hello"] = "hello"
     agent_version: Annotated[str, StringConstraints(max_length=32)]
@@ -99,6 +111,9 @@ class Hello(_Message):
     metrics: list[Name] = Field(default_factory=list, max_length=500)
     rules: list[Name] = Field(default_factory=list, max_length=1000)
     buffer_seconds: int = Field(ge=0)
+    firing: list[FiringEvent] = Field(default_factory=list, max_length=MAX_HELLO_FIRING)
+    """Alerts still firing whose firing event the server acked already (their own ids): a
+    server that restarted since learns them without delivering anything again."""
 
 
 class Metrics(_Message):

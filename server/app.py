@@ -20,8 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server import fleet as fleet_streams
-from server import ingest, nodedown
+from server import fleet as fleet_streams, ingest, nodedown
 from server.api import (
     accounts,
     alerts,

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, literal, select
+from sqlalchemy import exc as sa_exc, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import NotFound, Unavailable

@@ -38,8 +38,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select, text
+from sqlalchemy import exc as sa_exc, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 PARTITIONED: Final[dict[str, str]] = {"metric_points": "ts", "metric_rollups": "bucket"}

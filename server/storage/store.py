@@ -33,8 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import delete, exc as sa_exc, insert, select, update
 
 from server.errors import Conflict, Forbidden
 from server.plans import get_plan

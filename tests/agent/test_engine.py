@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from agent.engine import RuleEngine, fingerprint
 from agent.protocol import Alert, AlertEvent, dumps, parse_agent_message

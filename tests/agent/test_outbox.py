@@ -3,8 +3,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agent.outbox import Outbox
 from agent.protocol import AlertEvent, AlertStatus

@@ -7,8 +7,7 @@ import base64
 import logging
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.identifiers import identifier_kind
 from agent.privacy import WITHHELD_SUMMARY, PrivacyGate

@@ -10,8 +10,7 @@ import pytest
 
 from agent.outbox import Outbox
 from agent.protocol import Metrics, WireSample
-from server.api import alerts as alerts_api
-from server.api import live as live_api
+from server.api import alerts as alerts_api, live as live_api
 from server.api.live import downsample
 from server.keys import LIVE
 from tests.server.accounts_kit import Registered, create_node, register

@@ -6,8 +6,7 @@ import contextlib
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from server.api.accounts import Registration
 from server.api.bodies import decode_json_object, validate

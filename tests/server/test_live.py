@@ -6,8 +6,7 @@ import math
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agent.protocol import AlertEvent, Hello, Metrics, WireSample
 from server import live as live_mod

@@ -7,8 +7,7 @@ import gc
 import math
 import struct
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agent.protocol import MetricsFrame, SampleData
 from server import live as live_mod

@@ -15,8 +15,7 @@ from typing import Any, get_args
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.protocol import AlertEvent
 from server import nodedown
