@@ -28,11 +28,21 @@ from agent.engine import RuleEngine
 from agent.metrics import METRICS
 from agent.outbox import Outbox
 from agent.privacy import PrivacyGate, default_is_tunnel
-from agent.protocol import MAX_SAMPLES, Alert, AlertEvent, Config, Hello, Metrics, WireSample
 from agent.rules import RulesError, RuleSet, load_rules, merge_rules, rules_from_dicts
 from agent.samples import Collector, Sample, SeriesKey
 from agent.stream import StreamClient
 from agent.systemd import Notifier
+from agent.wire import (
+    MAX_HELLO_FIRING,
+    MAX_SAMPLES,
+    Alert,
+    AlertEvent,
+    Config,
+    Hello,
+    Metrics,
+    WireSample,
+    encode,
+)
 
 if TYPE_CHECKING:
     from agent.exposition import Exposition
@@ -112,7 +122,15 @@ class Agent:
             metrics=sorted(METRICS),
             rules=[rule.name for rule in self.rules.rules],
             buffer_seconds=int(self.buffer.capacity * self.interval),
+            firing=self.acked_firing(),
         )
+
+    def acked_firing(self) -> list[AlertEvent]:
+        """Alerts still firing whose firing event the server acked (it left the outbox), the
+        oldest first: a server that restarted since learns them from the next hello."""
+        acked = [e for e in self.engine.firing() if e.id not in self.outbox]
+        acked.sort(key=lambda e: e.started_at)
+        return acked[:MAX_HELLO_FIRING]
 
     def _history(self, key: SeriesKey, since: float, until: float) -> Sequence[float]:
         return self.buffer.values(key, since, until)
@@ -139,15 +157,8 @@ class Agent:
             samples = samples[:MAX_SAMPLES]
         self.buffer.append(now, samples)
         events = self.engine.evaluate(now, samples)
-        frame = Metrics.model_construct(
-            v=1,
-            type="metrics",
-            seq=self.seq,
-            ts=now,
-            samples=[
-                WireSample.model_construct(m=s.metric, l=dict(s.labels), v=float(s.value))
-                for s in samples
-            ],
+        frame = Metrics(
+            self.seq, now, [WireSample(s.metric, dict(s.labels), float(s.value)) for s in samples]
         )
         self.seq += 1
         return frame, events
@@ -176,7 +187,7 @@ class Agent:
             for event in events:
                 gated = self.gate.filter(Alert(event=event))
                 if gated is not None:
-                    self.out.write(gated.model_dump_json() + "\n")
+                    self.out.write(encode(gated) + "\n")
                     self.out.flush()
 
     def _log_event(self, event: AlertEvent) -> None:
@@ -352,7 +363,7 @@ async def check_once(agent: Agent, settle: float = 1.0) -> dict[str, object]:
     for message in outgoing:
         gated = agent.gate.filter(message)
         if gated is not None:
-            messages.append(json.loads(gated.model_dump_json()))
+            messages.append(json.loads(encode(gated)))
     return {
         "messages": messages,
         "privacy": {

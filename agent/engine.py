@@ -42,10 +42,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from agent.protocol import AlertEvent, AlertStatus
 from agent.rules import Rule, RuleSet
 from agent.samples import Labels, Sample, SeriesKey
 from agent.templates import TemplateValue
+from agent.wire import AlertEvent, AlertStatus
 
 log = logging.getLogger("oneconnect." + __name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from agent.metrics import METRICS
-from agent.protocol import WireSample
+from agent.wire import WireSample
 
 PREFIX = "oneconnect_node_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from agent.protocol import AlertEvent
+from agent.wire import AlertEvent
 
 log = logging.getLogger("oneconnect." + __name__)
 

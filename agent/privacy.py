@@ -1,6 +1,6 @@
 """The privacy gate (◆): the one function every outgoing message passes through.
 
-``PrivacyGate.filter`` takes a wire message (agent.protocol) and returns what may leave the node:
+``PrivacyGate.filter`` takes a wire message (agent.wire) and returns what may leave the node:
 
 * metric names must be in the metric table (agent.metrics.METRICS), label names must be the ones
   that metric declares, and every label value must pass its ``LabelDef`` (pattern or choices);
@@ -24,6 +24,7 @@ The stream client calls ``filter`` in its single send method, and the Prometheus
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -31,9 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from agent.identifiers import identifier_kind
 from agent.metrics import LABELS, METRICS
-from agent.protocol import Alert, AlertEvent, Hello, Metrics, Ping, WireSample
-
-AgentMessage = Hello | Metrics | Alert | Ping
+from agent.wire import AgentMessage, Alert, AlertEvent, Hello, Metrics, WireSample
 
 DEFAULT_K = 5
 TUNNEL_PREFIXES = ("tun", "tap", "wg", "ppp", "vpns", "ipsec", "vti", "xfrm", "gre")
@@ -84,17 +83,11 @@ class PrivacyGate:
     def filter(self, message: AgentMessage) -> AgentMessage | None:
         """Return the message as it may leave the node, or None if nothing of it may."""
         if isinstance(message, Metrics):
-            return Metrics.model_construct(
-                v=message.v,
-                type="metrics",
-                seq=message.seq,
-                ts=message.ts,
-                samples=self.filter_samples(message.samples, field="metrics"),
+            return Metrics(
+                message.seq, message.ts, self.filter_samples(message.samples, field="metrics")
             )
         if isinstance(message, Alert):
-            return Alert.model_construct(
-                v=message.v, type="alert", event=self._filter_event(message.event)
-            )
+            return Alert(self._filter_event(message.event))
         if isinstance(message, Hello):
             return self._filter_hello(message)
         return message  # a Ping: a timestamp and a flag, nothing else
@@ -140,7 +133,7 @@ class PrivacyGate:
             self.withheld += 1
             return None
         if definition.coarsen:
-            return WireSample.model_construct(m=sample.m, l=dict(sample.l), v=self._coarsen(value))
+            return WireSample(sample.m, dict(sample.l), self._coarsen(value))
         return sample
 
     @staticmethod
@@ -186,9 +179,8 @@ class PrivacyGate:
         return float(int(value // self.k) * self.k)
 
     # -- alerts ----------------------------------------------------------------------------
-    def _filter_event(self, event: AlertEvent) -> AlertEvent:
+    def _filter_event(self, event: AlertEvent, where: str = "alert") -> AlertEvent:
         """An alert is never dropped (that would lose an alert); bad parts are removed."""
-        where = "alert"
         definition = METRICS.get(event.metric)
         rule = event.rule
         if identifier_kind(rule) is not None:
@@ -227,15 +219,8 @@ class PrivacyGate:
                 self.withheld += 1
                 value = None
                 summary = f"{rule}: {metric} withheld while fewer than {self.k} peers share it"
-        return AlertEvent.model_construct(
-            **{
-                **{name: getattr(event, name) for name in AlertEvent.model_fields},
-                "rule": rule,
-                "metric": metric,
-                "labels": labels,
-                "value": value,
-                "summary": summary,
-            }
+        return dataclasses.replace(
+            event, rule=rule, metric=metric, labels=labels, value=value, summary=summary
         )
 
     # -- hello -----------------------------------------------------------------------------
@@ -250,15 +235,9 @@ class PrivacyGate:
                 rules.append(name)
             else:
                 self._refuse("hello.rules", kind)
-        return Hello.model_construct(
-            v=hello.v,
-            type="hello",
-            agent_version=hello.agent_version,
-            interval=hello.interval,
-            metrics=metrics,
-            rules=rules,
-            buffer_seconds=hello.buffer_seconds,
-        )
+        # Still-firing alerts are gated like any alert event (the server only learns of them).
+        firing = [self._filter_event(event, "hello.firing") for event in hello.firing]
+        return dataclasses.replace(hello, metrics=metrics, rules=rules, firing=firing)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _refuse(self, field: str, reason: str) -> None:

@@ -8,7 +8,7 @@ the server acks them and are resent on every new connection and after ``resend_a
 Privacy: every outgoing message passes the gate exactly once, in ``StreamClient._send`` — the only
 place in the agent that writes to the websocket.
 
-Incoming messages are parsed by :func:`agent.protocol.parse_server_message`; anything malformed,
+Incoming messages are parsed by :func:`agent.inbound.parse_server_message`; anything malformed,
 oversized, binary or otherwise refused is logged by reason only and counted, and more than
 ``REFUSAL_LIMIT`` refusals within ``REFUSAL_WINDOW`` seconds drop the connection.
 """
@@ -30,8 +30,9 @@ import aiohttp
 from yarl import URL
 
 from agent import __version__
+from agent.inbound import ProtocolError, parse_server_message
 from agent.outbox import Outbox
-from agent.protocol import (
+from agent.wire import (
     MAX_AGENT_FRAME_BYTES,
     MAX_SERVER_FRAME_BYTES,
     STREAM_PATH,
@@ -43,10 +44,8 @@ from agent.protocol import (
     Hello,
     Metrics,
     Ping,
-    ProtocolError,
     ServerMessage,
-    dumps,
-    parse_server_message,
+    encode,
 )
 
 STABLE_AFTER = 10.0
@@ -347,7 +346,7 @@ class StreamClient:
         if outgoing is None:
             self.gated_out += 1
             return False
-        data = dumps(outgoing)
+        data = encode(outgoing)
         if len(data.encode()) > MAX_AGENT_FRAME_BYTES:
             self.oversized_out += 1
             self._log.warning("%s message exceeds %d bytes; not sent", outgoing.type, len(data))

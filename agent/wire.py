@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 PROTOCOL_VERSION: Final = 1
 STREAM_PATH: Final = "/api/v1/agent/stream"
@@ -34,10 +34,10 @@ Severity = Literal["info", "warning", "critical"]
 AlertStatus = Literal["firing", "resolved"]
 
 
-@dataclass(frozen=True, slots=True)
-class WireSample:
+class WireSample(NamedTuple):
     """One gated sample: metric ``m``, labels ``l``, value ``v`` (a float, or "<k" when a small
-    count was coarsened)."""
+    count was coarsened). A named tuple: a frame builds ~60 of them every cycle, and a tuple is
+    quicker to make than a frozen dataclass."""
 
     m: str
     l: dict[str, str]  # noqa: E741
@@ -58,7 +58,7 @@ class AlertEvent:
     status: AlertStatus
     severity: Severity
     metric: str
-    labels: dict[str, str]
+    labels: dict[str, str] = field(default_factory=dict)
     value: float | str | None = None
     threshold: float | None = None
     summary: str = ""
@@ -178,6 +178,30 @@ def _finite_or_none(value: float | str | None) -> float | str | None:
     return value
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_PREFIXES: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+"""Series -> the JSON of its sample up to the value; series repeat every cycle (bounded)."""
+_MAX_PREFIXES = 4096
+
+
+def _sample_json(sample: WireSample) -> str:
+    key = (sample.m, tuple(sample.l.items()))
+    prefix = _PREFIXES.get(key)
+    if prefix is None:
+        if len(_PREFIXES) >= _MAX_PREFIXES:
+            _PREFIXES.clear()
+        prefix = _PREFIXES[key] = f'{{"m":{_dumps(sample.m)},"l":{_dumps(sample.l)},"v":'
+    value = sample.v
+    if type(value) is float and math.isfinite(value):
+        return f"{prefix}{value!r}}}"  # what json writes for a finite float
+    return f"{prefix}{_dumps(value)}}}"  # "<k", or the ValueError json gives for NaN
+
+
 def encode(message: AgentMessage) -> str:
-    """Compact JSON for the wire, as the models would write it (UTF-8, no NaN)."""
-    return json.dumps(message.as_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON for the wire, as the models would write it (UTF-8, no NaN). A metrics frame
+    is written from cached per-series prefixes: the same text in about half the time."""
+    if isinstance(message, Metrics):
+        samples = ",".join([_sample_json(s) for s in message.samples])
+        head = f'{{"v":{PROTOCOL_VERSION},"type":"metrics","seq":{_dumps(message.seq)}'
+        return f'{head},"ts":{_dumps(message.ts)},"samples":[{samples}]}}'
+    return _dumps(message.as_dict())

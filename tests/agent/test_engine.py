@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from agent.engine import RuleEngine, fingerprint
-from agent.protocol import Alert, AlertEvent, dumps, parse_agent_message
+from agent import protocol
+from agent.wire import Alert, AlertEvent, encode
 from agent.rules import RuleSet, default_rules, rules_from_dicts
 from agent.samples import Sample, SeriesKey, labels
 
@@ -259,7 +260,7 @@ def test_event_fields() -> None:
     )
     assert e.evaluate(100, cpu(91.23)) == []
     (firing,) = e.evaluate(105, cpu(92.34))
-    assert firing.model_dump() == {
+    assert firing.as_dict() == {
         "id": "evt00001",
         "fingerprint": fingerprint("r", ()),
         "rule": "r",
@@ -281,9 +282,9 @@ def test_event_fields() -> None:
     assert e.firing() == []
     # Events survive the wire unchanged.
     for ev in (firing, resolved):
-        message = parse_agent_message(dumps(Alert(event=ev)))
-        assert isinstance(message, Alert)
-        assert message.event == ev
+        message = protocol.parse_agent_message(encode(Alert(ev)))
+        assert isinstance(message, protocol.Alert)
+        assert message.event.model_dump() == ev.as_dict()
 
 
 def test_unsendable_labels_are_ignored() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from agent.outbox import Outbox
-from agent.protocol import AlertEvent, AlertStatus
+from agent.wire import AlertEvent, AlertStatus
 
 
 def event(

@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.identifiers import identifier_kind
 from agent.privacy import WITHHELD_SUMMARY, PrivacyGate
-from agent.protocol import Alert, AlertEvent, Hello, Metrics, Ping, WireSample, dumps
+from agent.wire import Alert, AlertEvent, Hello, Metrics, Ping, WireSample, encode
 
 
 def frame(*samples: WireSample) -> Metrics:
-    return Metrics.model_construct(v=1, type="metrics", seq=1, ts=1.0, samples=list(samples))
+    return Metrics(1, 1.0, list(samples))
 
 
 def sample(m: str, v: float | str, **labels: str) -> WireSample:
-    return WireSample.model_construct(m=m, l=labels, v=v)
+    return WireSample(m, labels, v)
 
 
 def event(**overrides: object) -> AlertEvent:
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "id": "e" * 32,
         "fingerprint": "0123456789abcdef",
         "rule": "disk_full",
@@ -39,7 +40,7 @@ def event(**overrides: object) -> AlertEvent:
         "ts": 1.0,
     }
     fields.update(overrides)
-    return AlertEvent.model_construct(None, **fields)
+    return AlertEvent(**fields)
 
 
 def gated_frame(gate: PrivacyGate, *samples: WireSample) -> list[WireSample]:
@@ -49,7 +50,7 @@ def gated_frame(gate: PrivacyGate, *samples: WireSample) -> list[WireSample]:
 
 
 def gated_event(gate: PrivacyGate, e: AlertEvent) -> AlertEvent:
-    out = gate.filter(Alert.model_construct(v=1, type="alert", event=e))
+    out = gate.filter(Alert(e))
     assert isinstance(out, Alert)
     return out.event
 
@@ -285,9 +286,7 @@ def test_alert_on_a_coarsened_metric_coarsens_value_and_summary() -> None:
 
 def test_hello_ping_pass_through_checked() -> None:
     gate = PrivacyGate()
-    hello = Hello.model_construct(
-        v=1,
-        type="hello",
+    hello = Hello(
         agent_version="0.1.0",
         interval=5.0,
         metrics=["load1", "user_ips"],
@@ -340,7 +339,7 @@ def test_no_generated_identifier_leaves_in_metrics(ident: str, where: int) -> No
     )
     out = gate.filter(message)
     assert out is not None
-    assert not _leaks(ident, dumps(out))
+    assert not _leaks(ident, encode(out))
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -359,18 +358,16 @@ def test_no_generated_identifier_leaves_in_alerts(ident: str, where: int, field:
     }
     overrides = choices[field]
     gate = PrivacyGate()
-    out = gate.filter(Alert.model_construct(v=1, type="alert", event=event(**overrides)))
+    out = gate.filter(Alert(event(**overrides)))
     assert out is not None
-    assert not _leaks(ident, dumps(out))
+    assert not _leaks(ident, encode(out))
 
 
 @settings(max_examples=100, deadline=None)
 @given(ident=identifiers)
 def test_no_generated_identifier_leaves_in_hello(ident: str) -> None:
     gate = PrivacyGate()
-    hello = Hello.model_construct(
-        v=1,
-        type="hello",
+    hello = Hello(
         agent_version="0.1.0",
         interval=5.0,
         metrics=[ident, "load1"],
@@ -379,4 +376,26 @@ def test_no_generated_identifier_leaves_in_hello(ident: str) -> None:
     )
     out = gate.filter(hello)
     assert out is not None
-    assert not _leaks(ident, dumps(out))
+    assert not _leaks(ident, encode(out))
+
+
+@settings(max_examples=100, deadline=None)
+@given(ident=identifiers, field=st.sampled_from(["summary", "rule", "label"]))
+def test_no_generated_identifier_leaves_in_the_firing_alerts_of_a_hello(
+    ident: str, field: str
+) -> None:
+    choices: dict[str, dict[str, object]] = {
+        "summary": {"summary": f"peer {ident}"},
+        "rule": {"rule": ident},
+        "label": {"labels": {"mount": ident}},
+    }
+    hello = Hello(
+        agent_version="0.1.0",
+        interval=5.0,
+        buffer_seconds=3600,
+        firing=[event(**choices[field])],
+    )
+    out = PrivacyGate().filter(hello)
+    assert isinstance(out, Hello)
+    assert len(out.firing) == 1  # gated, never dropped
+    assert not _leaks(ident, encode(out))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -12,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from agent import __version__, stream
+from agent import __version__, protocol, stream
 from agent.outbox import Outbox
-from agent.protocol import (
+from agent.wire import (
     MAX_ACK_IDS,
     AgentMessage,
     AlertEvent,
@@ -35,7 +36,7 @@ def hello() -> Hello:
 
 
 def metrics(seq: int) -> Metrics:
-    return Metrics(seq=seq, ts=1000.0 + seq, samples=[WireSample(m="cpu.percent", v=12.5)])
+    return Metrics(seq=seq, ts=1000.0 + seq, samples=[WireSample(m="cpu.percent", l={}, v=12.5)])
 
 
 def event(n: int, fingerprint: int = 0) -> AlertEvent:
@@ -201,7 +202,7 @@ async def test_hello_first_with_authorization_and_user_agent(
     client = make_client(server.url)
     async with running(client):
         await server.wait_for(lambda: len(server.received) >= 1)
-        assert isinstance(server.received[0], Hello)
+        assert isinstance(server.received[0], protocol.Hello)
         conn = server.connections[0]
         assert conn.headers["Authorization"] == f"Bearer {TOKEN}"
         assert conn.headers["User-Agent"] == f"oneconnect-agent/{__version__}"
@@ -220,7 +221,7 @@ async def test_metrics_latest_wins(server: FakeServer) -> None:
         client.send_metrics(metrics(4))
         await server.wait_for(lambda: len(server.metrics()) == 2)
     assert [m.seq for m in server.metrics()] == [3, 4]
-    assert isinstance(server.received[0], Hello)
+    assert isinstance(server.received[0], protocol.Hello)
 
 
 async def test_alert_delivered_and_acked(server: FakeServer) -> None:
@@ -230,7 +231,7 @@ async def test_alert_delivered_and_acked(server: FakeServer) -> None:
         client.add_event(event(1))
         assert await client.drain(5.0)
     assert len(outbox) == 0
-    assert [a.event for a in server.alerts()] == [event(1)]
+    assert [a.event.model_dump() for a in server.alerts()] == [event(1).as_dict()]
 
 
 async def test_events_already_in_outbox_are_sent_on_connect(server: FakeServer) -> None:
@@ -256,8 +257,8 @@ async def test_unacked_event_resent_after_reconnect(server: FakeServer) -> None:
         await server.wait_for(lambda: len(server.alerts()) == 2)
         assert len(server.connections) == 2
         second = server.connections[1].messages
-        assert isinstance(second[0], Hello)
-        assert [a.event for a in server.alerts()] == [event(1), event(1)]
+        assert isinstance(second[0], protocol.Hello)
+        assert [a.event.model_dump() for a in server.alerts()] == [event(1).as_dict()] * 2
         await server.ack(["evt-00000001"])
         assert await client.drain(5.0)
 
@@ -417,18 +418,19 @@ async def test_ping_is_answered_through_the_gate(server: FakeServer) -> None:
     client = make_client(server.url, gate=recorder.gate)
     async with running(client):
         await server.wait_for(lambda: len(server.hellos()) == 1)
-        await server.send(Ping(ts=123.5))
+        await server.send(protocol.Ping(ts=123.5))
         await server.wait_for(lambda: len(server.pings()) == 1)
         await server.send_raw('{"v": 1, "type": "ping", "ts": NaN}')  # refused, not answered
-        await server.send(Ping(ts=1.0, reply=True))  # a reply is not answered
-        await server.send(Ping(ts=2.0))
+        await server.send(protocol.Ping(ts=1.0, reply=True))  # a reply is not answered
+        await server.send(protocol.Ping(ts=2.0))
         await server.wait_for(lambda: len(server.pings()) == 2)
         assert client.refused_messages == 1
     replies = server.pings()
-    assert replies[0] == Ping(ts=123.5, reply=True)
-    assert replies[1] == Ping(ts=2.0, reply=True)
+    assert replies[0] == protocol.Ping(ts=123.5, reply=True)
+    assert replies[1] == protocol.Ping(ts=2.0, reply=True)
     assert server.invalid == []
-    assert [m for m in recorder.gated if isinstance(m, Ping)] == replies
+    gated = [m for m in recorder.gated if isinstance(m, Ping)]
+    assert [m.as_dict() for m in gated] == [r.model_dump() for r in replies]
 
 
 async def test_gate_returning_none_suppresses_the_send(server: FakeServer) -> None:
@@ -446,7 +448,8 @@ async def test_gate_returning_none_suppresses_the_send(server: FakeServer) -> No
         client.add_event(event(1))
         assert await client.drain(5.0)
     assert server.metrics() == []
-    assert [type(m) for m in seen] == [Hello, Metrics, type(server.alerts()[0])]
+    assert [m.type for m in seen] == ["hello", "metrics", "alert"]
+    assert len(server.alerts()) == 1
 
 
 async def test_gate_sees_every_outgoing_message_once_and_its_output_is_sent(
@@ -457,7 +460,7 @@ async def test_gate_sees_every_outgoing_message_once_and_its_output_is_sent(
     def redacting_gate(message: AgentMessage) -> AgentMessage | None:
         recorder.gate(message)
         if isinstance(message, Metrics):
-            return message.model_copy(update={"samples": []})
+            return dataclasses.replace(message, samples=[])
         return message
 
     client = make_client(server.url, gate=redacting_gate)
@@ -465,16 +468,16 @@ async def test_gate_sees_every_outgoing_message_once_and_its_output_is_sent(
         client.send_metrics(metrics(1))
         client.add_event(event(1))
         await server.wait_for(lambda: len(server.alerts()) == 1 and len(server.metrics()) == 1)
-        await server.send(Ping(ts=5.0))
+        await server.send(protocol.Ping(ts=5.0))
         await server.wait_for(lambda: len(server.pings()) == 1)
         await server.drop()
         await server.wait_for(lambda: len(server.hellos()) == 2)
         await eventually(lambda: client.sent == len(server.received))
     assert len(recorder.gated) == len(server.received) == client.sent
     for gated, received in zip(recorder.gated, server.received, strict=True):
-        assert type(gated) is type(received)
+        assert gated.type == received.type
         if not isinstance(gated, Metrics):
-            assert gated == received
+            assert gated.as_dict() == received.model_dump()
     assert server.metrics()[0].samples == []
 
 
@@ -523,8 +526,10 @@ async def test_config_reaches_on_config_and_its_errors_are_contained(
     async with running(client):
         client.add_event(event(1))
         await server.wait_for(lambda: len(server.alerts()) == 1)
-        await server.send(Config(interval=13))
-        await server.send(Config(interval=10, rules=[{"name": "cpu_high", "expr": "cpu > 90"}]))
+        await server.send(protocol.Config(interval=13))
+        await server.send(
+            protocol.Config(interval=10, rules=[{"name": "cpu_high", "expr": "cpu > 90"}])
+        )
         await server.ack(["evt-00000001"])
         assert await client.drain(5.0)
         assert client.connects == 1
