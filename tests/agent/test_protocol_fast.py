@@ -40,7 +40,7 @@ def _exact(value: object) -> tuple[str, str]:
     return type(value).__name__, repr(value)
 
 
-def _outcome(parse: Any, raw: str) -> tuple[str, Any]:
+def _outcome(parse: Any, raw: str | bytes) -> tuple[str, Any]:
     try:
         return "ok", parse(raw)
     except ProtocolError as exc:
@@ -230,6 +230,20 @@ LAX_AND_HOSTILE = [
     '{"v":1,"type":"metrics","seq":1,"ts":Infinity,"samples":[]}',
     '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[]',
     '{"v":1,"type":"metrics","seq":' + "9" * 5000 + ',"ts":1.0,"samples":[]}',
+    # the lean path reads the JSON in pydantic-core: the text around and inside must agree too
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[]}  \n',
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[]}x',
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[]}{}',
+    '{"v":1,"type":"metrics","seq":1,"ts":1e400,"samples":[]}',
+    '{"v":1,"type":"metrics","seq":1,"ts":-0,"samples":[]}',
+    '{"v":1,"type":"metrics","seq":1E2,"ts":1.0,"samples":[]}',
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[{"m":"a","v":1e-400}]}',
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[{"m":"a","l":{"k":"\\u0000"},"v":1}]}',
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[{"m":"a","l":{"k":"\\ud800"},"v":1}]}',
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[{"m":"a","v":01}]}',
+    '{"v":1,"type":"metrics","seq":1,"ts":.5,"samples":[]}',
+    "{'v':1,'type':'metrics','seq':1,'ts':1.0,'samples':[]}",
+    '{"v":1,"type":"metrics","seq":1,"ts":1.0,"samples":[' + "[" * 3000 + "]" * 3000 + "]}",
     "[]",
     "null",
     '"metrics"',
@@ -484,6 +498,17 @@ def test_any_json_gets_the_same_verdict(value: object) -> None:
     assert_same(json.dumps(value, allow_nan=True))
     if isinstance(value, dict):
         assert_same(json.dumps({**value, "v": 1, "type": "metrics"}, allow_nan=True))
+
+
+def test_bytes_get_the_same_verdict_as_text() -> None:
+    """aiohttp hands the server text; bytes (and bytes that are not UTF-8) agree as well."""
+    good = _frame({"m": "a", "l": {"k": "é"}, "v": 1.0})
+    for raw in (good.encode(), good.encode()[:-1], good.encode().replace("é".encode(), b"\xe9")):
+        ref = _outcome(parse_agent_message, raw)
+        lean = _outcome(parse_agent_frame, raw)
+        assert lean[0] == ref[0]
+        if ref[0] == "refused":
+            assert lean == ref
 
 
 def test_floats_are_kept_exactly() -> None:
