@@ -137,9 +137,7 @@ async def measure(seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as site:
         installed_env = {**env, "PYTHONPATH": str(installed_copy(Path(site)))}
         procs = {
-            "agent": await asyncio.create_subprocess_exec(
-                *agent_cmd, env=installed_env, cwd=empty
-            ),
+            "agent": await asyncio.create_subprocess_exec(*agent_cmd, env=installed_env, cwd=empty),
             "source": await asyncio.create_subprocess_exec(*agent_cmd, env=env, cwd=empty),
             "baseline": await asyncio.create_subprocess_exec(
                 sys.executable, "-c", BASELINE.format(seconds=seconds + 10), cwd=empty

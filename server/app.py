@@ -108,7 +108,6 @@ def create_app(
     app.cleanup_ctx.append(_saved)
     app.cleanup_ctx.append(_webhooks)
     app.cleanup_ctx.append(nodedown.detector)
-    app.cleanup_ctx.append(_frozen)
     app.on_shutdown.append(ingest.close_all)
     app.on_shutdown.append(fleet_streams.close_streams)
     for module in ROUTE_MODULES:
@@ -167,6 +166,15 @@ async def _saved(app: web.Application) -> AsyncIterator[None]:
         await saved.close()
 
 
+def own_the_collector(app: web.Application) -> web.Application:
+    """For a process that runs this app alone (``oneconnect-server run`` and ``demo``): once
+    start-up is done, tune the process's cyclic garbage collector for it (see ``_frozen``).
+    ``create_app`` leaves the collector alone, so a process running many apps one after the
+    other (the tests) does not pay a full collection for each."""
+    app.cleanup_ctx.append(_frozen)  # the last context: everything else has started
+    return app
+
+
 async def _frozen(app: web.Application) -> AsyncIterator[None]:
     """Everything loaded at start-up moves out of the cyclic collector's way: full
     collections then walk only what requests create (halves a 30-day history query), and
@@ -180,13 +188,14 @@ async def _frozen(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        # An embedding process (the tests, a host running several apps) gets its collector back.
+        # The process gets its collector back when the app stops.
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
 async def _webhooks(app: web.Application) -> AsyncIterator[None]:
-    """The webhook sink on the dispatcher, its delivery engine and the reminder loop."""
+    """The webhook sink (and resync learner) on the dispatcher, its delivery engine and the
+    reminder loop."""
     settings, store, clock = app[SETTINGS], app[STORE], app[CLOCK]
     client = WebhookClient(
         allow=settings.allow_networks(),
@@ -225,6 +234,7 @@ async def _webhooks(app: web.Application) -> AsyncIterator[None]:
     engine.on_attempt.append(app[SAVED].attempt)
     app[WEBHOOKS] = sink
     app[DISPATCH].sinks.append(sink)
+    app[DISPATCH].learners.append(sink.learn)
     await sink.resume()
     reminders = asyncio.create_task(sink.run_reminders())
     try:

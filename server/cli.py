@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         return holds.run(args, settings.db_url())
     from aiohttp import web
 
-    from server.app import create_app
+    from server.app import create_app, own_the_collector
 
     host, port = settings.host_port()
     web.run_app(
-        create_app(settings),
+        own_the_collector(create_app(settings)),
         host=host,
         port=port,
         access_log_format=ACCESS_LOG_FORMAT,

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 
-from server.app import create_app
+from server.app import create_app, own_the_collector
 from server.config import exact_settings
 from server.webhooks.signing import signature
 
@@ -124,7 +124,8 @@ async def run_demo(data_dir: Path, *, port: int = 8080, interval: float = 2.0) -
         start_grace_seconds=10,
         webhook_allow_networks=["127.0.0.0/8", "::1/128"],
     )
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    app = own_the_collector(create_app(settings))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     try:

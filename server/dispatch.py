@@ -18,14 +18,23 @@ sinks. A sink that raises makes the future raise and forgets the id again, so th
 resend is handled afresh (not acked as a duplicate).
 
 ``submit`` is ``await start(...)``. Sinks: ``async sink(node, event)`` — webhook dispatch
-(``server.webhooks.dispatch``) is one.
+(``server.webhooks.dispatch``) and alert history (``server.saved``) are two.
+
+Resync (after a server restart): ``await dispatcher.resync(node, events)`` takes the firing
+alerts an agent named in its hello — firing events an earlier process took over and acked,
+which the agent will not resend. Each one live state does not know yet
+(:meth:`LiveState.resync`: not current, id not seen, no later resolved held) becomes a current
+alert with its id seen, and every learner in ``learners`` is awaited with it (webhook dispatch
+computes its routing there and resumes reminders); no sink runs, so nothing is delivered,
+queued or saved again. A learner that raises undoes that alert's resync and the error goes on.
+A later resend of the id is a duplicate; the later resolved event goes through ``start``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from agent.protocol import AlertEvent
 from server.live import LiveState
@@ -42,6 +51,8 @@ class Dispatcher:
         self.stats = stats
         self.sinks: list[EventSink] = []
         """Awaited in order for every new event (webhook delivery plugs in here)."""
+        self.learners: list[EventSink] = []
+        """Awaited in order for every resynced alert (see the module docstring)."""
         self._inflight: dict[tuple[str, str], asyncio.Task[bool]] = {}
 
     @property
@@ -86,6 +97,29 @@ class Dispatcher:
     async def submit(self, node: NodeRef, event: AlertEvent) -> bool:
         """Take over one event and wait until its sinks settled; False for a duplicate id."""
         return await self.start(node, event)
+
+    async def resync(self, node: NodeRef, events: Iterable[AlertEvent]) -> int:
+        """Learn the still-firing alerts a hello named, delivering nothing (see the module
+        docstring); returns how many were new to live state."""
+        live = self.live
+        if node.id not in live:
+            live.track(node)
+        learned = 0
+        for event in events:
+            if not live.resync(node.id, event):
+                continue
+            try:
+                for learner in self.learners:
+                    await learner(node, event)
+            except BaseException:
+                live.unresync(node.id, event)
+                raise
+            learned += 1
+        if learned:
+            self.stats.inc(
+                "alert_events_resynced", learned, help="Firing alerts learned from hellos"
+            )
+        return learned
 
     async def _settle(self, node: NodeRef, event: AlertEvent) -> bool:
         try:

@@ -8,10 +8,17 @@ Per connection (messages parsed by :func:`agent.protocol.parse_agent_frame`, not
 checks of ``parse_agent_message``, metrics samples as plain validated data):
 ``hello`` must come first (within ``HELLO_TIMEOUT``); the server stores it in live state, marks
 the node enrolled on its first connection and, when the agent's interval is below the plan's
-minimum, answers ``config`` with ``interval = min_interval``. Then ``metrics`` go to live state,
-each ``alert`` goes through :meth:`Dispatcher.start` and is acked once its deliveries
-settled (a duplicate id is acked too; the stream is not held up meanwhile), a ``ping`` gets a
-``ping`` with ``reply`` true.
+minimum, answers ``config`` with ``interval = min_interval``. The hello's ``firing`` alerts
+(acked before, so never resent) go to :meth:`Dispatcher.resync` before the next message is
+read: a server that restarted learns them without delivering anything, a server that knows them
+changes nothing. Entries are ignored (counted in ``alert_events_resync_ignored``) when their
+``ts`` or ``started_at`` is more than ``RESYNC_SKEW`` ahead of the server's clock, or when they
+name the server's own ``node_down`` alert (its rule, or the node's node_down fingerprint).
+Everything is keyed by this connection's node, so a hello can only touch its own node.
+
+Then ``metrics`` go to live state, each ``alert`` goes through :meth:`Dispatcher.start` and is
+acked once its deliveries settled (a duplicate id is acked too; the stream is not held up
+meanwhile), a ``ping`` gets a ``ping`` with ``reply`` true.
 
 Close codes (each closing is logged with the node id and a reason, never a frame's content):
 
@@ -51,6 +58,7 @@ from agent.protocol import (
     dumps,
     parse_agent_frame,
 )
+from server import nodedown
 from server.api.auth import client_key
 from server.api.schemas import ERROR
 from server.errors import BadRequest, TooManyRequests, Unauthorized, Unavailable
@@ -73,6 +81,10 @@ FRAME_RATE: Final = 20.0
 FRAME_BURST: Final = 2_500.0
 """Messages per connection: a burst covers a full agent outbox resent on reconnect."""
 CLOSE_TIMEOUT: Final = 5.0
+RESYNC_SKEW: Final = 300.0
+"""How far (s) a resynced alert's ``ts`` / ``started_at`` may be ahead of the server's clock:
+an agent box without NTP drifts by minutes; more is a broken or hostile clock, whose alert
+would make the node's genuine later events of that fingerprint look stale."""
 REPLACED: Final = 4000
 _FRAMES_HELP: Final = "Agent messages handled, by type"
 
@@ -328,6 +340,8 @@ class _Session:
         self.live.hello(self.node, hello, interval)
         if hello.interval < self.ref.min_interval:
             await self.ws.send_str(dumps(Config(interval=self.ref.min_interval)))
+        if hello.firing:
+            await self.app[DISPATCH].resync(self.ref, self._resyncable(hello.firing))
         if not self.node.enrolled:
             try:
                 await self.app[STORE].mark_enrolled(self.ref.id, self.app[CLOCK].time())
@@ -335,6 +349,28 @@ class _Session:
                 log.warning("could not mark node %s enrolled (storage unreachable)", self.ref.id)
             else:
                 self.node.enrolled = True
+
+    def _resyncable(self, firing: list[AlertEvent]) -> list[AlertEvent]:
+        """The hello's firing alerts the server may learn (see the module docstring)."""
+        latest = self.app[CLOCK].time() + RESYNC_SKEW
+        own = nodedown.fingerprint(self.ref.id)
+        kept = [
+            e
+            for e in firing
+            if e.ts <= latest
+            and e.started_at <= latest
+            and e.rule != nodedown.RULE
+            and e.fingerprint != own
+        ]
+        if len(kept) < len(firing):
+            ignored = len(firing) - len(kept)
+            self.stats.inc(
+                "alert_events_resync_ignored",
+                ignored,
+                help="Firing alerts of a hello ignored (clock ahead, or the server's node_down)",
+            )
+            log.info("ignored %d firing alerts in the hello of node %s", ignored, self.ref.id)
+        return kept
 
     async def _on_event(self, event: AlertEvent) -> None:
         settled = self.app[DISPATCH].start(self.ref, event)
@@ -400,9 +436,11 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "tags": ["agent"],
             "security": [{"nodeToken": []}],
             "description": "Upgrade to a websocket with `Authorization: Bearer <node token>`. "
-            "Agent → server: hello (first), metrics, alert, ping. Server → agent: ack, config, "
-            "ping. Close codes: 1008 policy violation, 1009 frame too big, 1001 server "
-            "shutting down, 1013 try again later, 4000 replaced by a newer connection.",
+            "Agent → server: hello (first; its `firing` names still-firing alerts acked "
+            "before, which a restarted server learns without delivering them again), metrics, "
+            "alert, ping. Server → agent: ack, config, ping. Close codes: 1008 policy "
+            "violation, 1009 frame too big, 1001 server shutting down, 1013 try again later, "
+            "4000 replaced by a newer connection.",
             "responses": {
                 "101": {"description": "switching to the websocket protocol"},
                 **{

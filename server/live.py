@@ -3,8 +3,9 @@
 Per node: the last ``window_seconds`` of every series as float32 values, the latest value per
 series (a coarsened value such as ``"<5"`` stays that string; its ring value is NaN), the hello
 (agent version, interval, rule names), connection state, last-seen (monotonic and wall),
-current alerts by fingerprint, a bounded list of recent events and a bounded LRU of seen event
-ids (the dispatcher's dedupe).
+current alerts by fingerprint (from events, or resynced from a hello after a restart: see
+:meth:`LiveState.resync`), a bounded list of recent events and a bounded LRU of seen event ids
+(the dispatcher's dedupe).
 
 Rings are time-bucketed on the server's monotonic clock: bucket ``b`` lives in row ``b %
 capacity`` with ``step = max(interval, window / max_points)`` and ``capacity = ceil(window /
@@ -488,19 +489,42 @@ class LiveState:
         if held is not None and held.ts > event.ts:
             return False
         if event.status == "firing":
-            if held is None and any(
-                e.fingerprint == event.fingerprint and e.status == "resolved" and e.ts > event.ts
-                for e in node.recent
-            ):
+            if held is None and _resolved_since(node, event):
                 return False
-            node.alerts[event.fingerprint] = event
-            if len(node.alerts) > MAX_CURRENT_ALERTS:
-                oldest = min(node.alerts.values(), key=lambda e: e.ts)
-                del node.alerts[oldest.fingerprint]
+            _make_current(node, event)
         else:
             node.alerts.pop(event.fingerprint, None)
         node.recent.append(event)
         return True
+
+    def resync(self, node_id: str, event: AlertEvent) -> bool:
+        """Make a firing alert the agent named in its hello current again (its firing event was
+        taken over before this process started): its id is marked seen and it joins the current
+        alerts — but not the recent events, since nothing happened now. Nothing changes (False)
+        if the fingerprint is already current, the id was seen already, or a later resolved
+        event of the fingerprint is held."""
+        node = self._nodes.get(node_id)
+        if node is None or event.fingerprint in node.alerts or event.id in node.seen:
+            return False
+        if _resolved_since(node, event):
+            return False
+        self.seen_event(node_id, event.id)
+        _make_current(node, event)
+        return True
+
+    def unresync(self, node_id: str, event: AlertEvent) -> None:
+        """Undo :meth:`resync` of ``event`` (learning it failed half-way)."""
+        node = self._nodes.get(node_id)
+        if node is None:
+            return
+        node.seen.pop(event.id, None)
+        if node.alerts.get(event.fingerprint) is event:
+            del node.alerts[event.fingerprint]
+
+    def current_alert(self, node_id: str, fingerprint: str) -> AlertEvent | None:
+        """The node's current (firing) alert of this fingerprint, if any."""
+        node = self._nodes.get(node_id)
+        return node.alerts.get(fingerprint) if node is not None else None
 
     def current_alerts(self, node_id: str) -> list[AlertEvent]:
         node = self._nodes.get(node_id)
@@ -510,3 +534,21 @@ class LiveState:
         """The node's last ``MAX_RECENT_EVENTS`` events, oldest first."""
         node = self._nodes.get(node_id)
         return list(node.recent) if node is not None else []
+
+
+def _resolved_since(node: NodeLive, event: AlertEvent) -> bool:
+    """True if the node's recent events hold a resolved event of ``event``'s fingerprint that
+    is newer than it."""
+    return any(
+        e.fingerprint == event.fingerprint and e.status == "resolved" and e.ts > event.ts
+        for e in node.recent
+    )
+
+
+def _make_current(node: NodeLive, event: AlertEvent) -> None:
+    """``event`` becomes the current alert of its fingerprint (the oldest current alert goes
+    past ``MAX_CURRENT_ALERTS``)."""
+    node.alerts[event.fingerprint] = event
+    if len(node.alerts) > MAX_CURRENT_ALERTS:
+        oldest = min(node.alerts.values(), key=lambda e: e.ts)
+        del node.alerts[oldest.fingerprint]

@@ -18,6 +18,10 @@ Rules:
   resolved), each waiting for the previous one to end.
 - **Reminders**: an alert still firing ``repeat_interval`` seconds after its last notice is
   sent again (``repeat`` = 1, 2, …) to where the firing went; 0 turns reminders off.
+- **Resync** (``learn``, a Dispatcher learner): a firing alert an agent's hello names after a
+  server restart is routed as its firing event was (the endpoints whose filters match now) and
+  nothing is sent; its reminders resume ``repeat_interval`` after the hello (no storm after a
+  restart), numbered past those an earlier process can have sent, so their webhook-ids are new.
 - **Durable for opted-in accounts** (saved monitoring covers the node): the deliveries are
   written to the delivery queue first and the sink returns then — the agent's event is acked
   once it is durably queued — while the deliveries go on; each queue row is deleted when its
@@ -136,10 +140,7 @@ class WebhookDispatch:
                 targets = [e for e in endpoints if e.filters.matches(node.id, event)]
         else:
             targets = [e for e in endpoints if e.filters.matches(node.id, event)]
-            self._routes[key] = _Route(node, event, tuple(e.id for e in targets), self.clock.time())
-            self._routes.move_to_end(key)
-            if len(self._routes) > MAX_ROUTES:
-                self._routes.popitem(last=False)
+            self._route(node, event, targets, repeats=0)
         started = [(e, t) for e in targets if (t := self._send(node, event, e, 0)) is not None]
         if not started:
             return
@@ -151,6 +152,37 @@ class WebhookDispatch:
             else:
                 return
         await asyncio.gather(*(task for _, task in started))
+
+    async def learn(self, node: NodeRef, event: AlertEvent) -> None:
+        """Dispatcher learner: a firing alert resynced from a hello (an earlier process
+        delivered it). It is routed as a firing event would be, and nothing is sent or queued;
+        the next reminder is due ``repeat_interval`` from now, numbered after the reminders the
+        earlier process can have sent since ``event.ts`` (so no reminder reuses a webhook-id)."""
+        try:
+            endpoints = await self.endpoints(node.account_id)
+        except Unavailable:
+            log.warning("storage unreachable: a resynced alert gets no reminders")
+            return
+        if self.live.current_alert(node.id, event.fingerprint) is not event:
+            return  # resolved (or replaced) while the endpoints were read
+        targets = [e for e in endpoints if e.enabled and e.filters.matches(node.id, event)]
+        self._route(node, event, targets, repeats=self._reminders_since(event.ts))
+
+    def _reminders_since(self, ts: float) -> int:
+        if self.repeat_interval <= 0:
+            return 0
+        return int(max(0.0, self.clock.time() - ts) // self.repeat_interval)
+
+    def _route(
+        self, node: NodeRef, event: AlertEvent, targets: list[WebhookEndpoint], *, repeats: int
+    ) -> None:
+        """Remember where a firing alert goes (its resolved event and reminders), sent now."""
+        key = (node.id, event.fingerprint)
+        route = _Route(node, event, tuple(e.id for e in targets), self.clock.time(), repeats)
+        self._routes[key] = route
+        self._routes.move_to_end(key)
+        if len(self._routes) > MAX_ROUTES:
+            self._routes.popitem(last=False)
 
     async def _queue(
         self,

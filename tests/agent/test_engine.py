@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from hypothesis import given, strategies as st
 
-from agent.engine import RuleEngine, fingerprint
 from agent import protocol
-from agent.wire import Alert, AlertEvent, encode
+from agent.engine import RuleEngine, fingerprint
 from agent.rules import RuleSet, default_rules, rules_from_dicts
 from agent.samples import Sample, SeriesKey, labels
+from agent.wire import Alert, AlertEvent, encode
 
 
 class Ids:

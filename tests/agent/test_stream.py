@@ -15,6 +15,7 @@ import pytest
 
 from agent import __version__, protocol, stream
 from agent.outbox import Outbox
+from agent.stream import StreamClient, auth_refused_delay, backoff_delay, stream_url
 from agent.wire import (
     MAX_ACK_IDS,
     AgentMessage,
@@ -25,7 +26,6 @@ from agent.wire import (
     Ping,
     WireSample,
 )
-from agent.stream import StreamClient, auth_refused_delay, backoff_delay, stream_url
 from tests.agent.fake_server import FakeServer
 
 TOKEN = "node-token-5ecret-abcdef"

@@ -1,6 +1,6 @@
 """Server test fixtures: real databases (SQLite file and PostgreSQL), a real app on 127.0.0.1.
 
-Databases — every fixture below that takes ``empty_db_url`` runs its test twice, on
+Databases — every fixture below that takes ``backend`` runs its test twice, on
 ``sqlite`` (a file under tmp_path) and on ``postgresql`` (a fresh database ``oc_test_<hex>``
 created through asyncpg on $ONECONNECT_TEST_POSTGRES, default
 postgresql://postgres@127.0.0.1:5432/postgres, and dropped afterwards). Without a reachable
@@ -8,7 +8,7 @@ PostgreSQL the ``postgresql`` runs skip with one reason line — unless $CI is "
 fail, because CI must run them.
 
     empty_db_url -> str        a new, empty database (SQLAlchemy URL)
-    db_url -> str              the same, migrated to head
+    db_url -> str              a new database at head: a copy of one migrated once per run
     store -> Store             an open Store on db_url
     clock -> FakeClock         time moves only with clock.advance()
     settings -> ServerSettings loopback, database_url=db_url, data_dir=tmp_path
@@ -18,9 +18,15 @@ fail, because CI must run them.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
 import secrets
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,32 +84,90 @@ async def postgres_admin() -> str:
 
 
 @pytest.fixture(params=BACKENDS)
-async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'oneconnect.db'}"
-        return
-    admin = await postgres_admin()
-    name = f"oc_test_{secrets.token_hex(8)}"
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _admin_execute(admin: str, sql: str) -> None:
     conn = await asyncpg.connect(admin, timeout=5)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(sql)
     finally:
         await conn.close()
+
+
+def _pg_url(admin: str, name: str) -> str:
+    url = make_url(admin).set(drivername="postgresql+asyncpg", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def _pg_database(admin: str, template: str | None = None) -> AsyncIterator[str]:
+    """A new PostgreSQL database (a copy of ``template`` if given), dropped afterwards."""
+    name = f"oc_test_{secrets.token_hex(8)}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    await _admin_execute(admin, f'CREATE DATABASE "{name}"{copy}')
     try:
-        url = make_url(admin).set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
+        yield _pg_url(admin, name)
     finally:
-        conn = await asyncpg.connect(admin, timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await _admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_templates: dict[str, str] = {}
+"""Backend -> a database (PostgreSQL name or SQLite file) migrated to head once per test run;
+each ``db_url`` is a copy of it, which is quicker than migrating every time."""
+
+
+def _drop_templates() -> None:
+    name = _templates.pop("postgresql", None)
+    if name is not None:
+        asyncio.run(
+            _admin_execute(postgres_dsn(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+    path = _templates.pop("sqlite", None)
+    if path is not None:
+        shutil.rmtree(Path(path).parent, ignore_errors=True)
+
+
+async def _template(backend: str) -> str:
+    if backend in _templates:
+        return _templates[backend]
+    if not _templates:
+        atexit.register(_drop_templates)
+    if backend == "sqlite":
+        path = Path(tempfile.mkdtemp(prefix="oc_template_")) / "oneconnect.db"
+        await migrate(f"sqlite+aiosqlite:///{path}")
+        _templates[backend] = str(path)
+    else:
+        admin = await postgres_admin()
+        name = f"oc_template_{secrets.token_hex(8)}"
+        await _admin_execute(admin, f'CREATE DATABASE "{name}"')
+        _templates[backend] = name  # dropped at exit even if migrating fails
+        await migrate(_pg_url(admin, name))  # disposes its engine: no session stays open
+    return _templates[backend]
 
 
 @pytest.fixture
-async def db_url(empty_db_url: str) -> str:
-    await migrate(empty_db_url)
-    return empty_db_url
+async def empty_db_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'oneconnect.db'}"
+        return
+    async with _pg_database(await postgres_admin()) as url:
+        yield url
+
+
+@pytest.fixture
+async def db_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A database at the head revision: a copy of this run's migrated template."""
+    template = await _template(backend)
+    if backend == "sqlite":
+        path = tmp_path / "oneconnect.db"
+        with sqlite3.connect(template) as source, sqlite3.connect(path) as target:
+            source.backup(target)  # a consistent copy, whatever the template's WAL holds
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    async with _pg_database(await postgres_admin(), template) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Test kit for the ingest, live state and node-down tests: the real server app on 127.0.0.1
 (a FakeClock, a shared real store), accounts and nodes made through the real store, the real
-agent ``StreamClient`` and raw websockets for hostile frames. No mocks.
+agent ``StreamClient`` (fed the agent's own plain types, converted from the models the tests
+build) and raw websockets for hostile frames. No mocks.
 
     async with ServerUnderTest(store, clock) as srv:
         client = agent_client(srv.url, token)
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -21,8 +22,21 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 from aiohttp import web
 
+from agent import wire
 from agent.outbox import Outbox
-from agent.protocol import STREAM_PATH, AlertEvent, Config, Hello, Metrics, WireSample
+from agent.protocol import (
+    STREAM_PATH,
+    Ack,
+    Alert,
+    AlertEvent,
+    Config,
+    Hello,
+    Metrics,
+    Ping,
+    WireSample,
+    dumps,
+    parse_server_message,
+)
 from agent.stream import StreamClient
 from server.app import create_app
 from server.clock import Clock
@@ -185,11 +199,26 @@ def event(n: int, *, status: str = "firing", fingerprint: str = "00000000000000a
     )
 
 
+def agent_event(model: AlertEvent) -> wire.AlertEvent:
+    """The agent's own plain type (``agent.wire``) for an event built as the server's model."""
+    return wire.AlertEvent(**model.model_dump())
+
+
+def agent_metrics(model: Metrics) -> wire.Metrics:
+    samples = [wire.WireSample(s.m, dict(s.l), s.v) for s in model.samples]
+    return wire.Metrics(model.seq, model.ts, samples)
+
+
+def agent_hello(model: Hello) -> wire.Hello:
+    fields = model.model_dump(exclude={"v", "type", "firing"})
+    return wire.Hello(**fields, firing=[agent_event(e) for e in model.firing])
+
+
 class ConfigSink:
     def __init__(self) -> None:
-        self.configs: list[Config] = []
+        self.configs: list[wire.Config] = []
 
-    def __call__(self, config: Config) -> None:
+    def __call__(self, config: wire.Config) -> None:
         self.configs.append(config)
 
 
@@ -198,14 +227,16 @@ def agent_client(
     token: str,
     *,
     outbox: Outbox | None = None,
-    on_config: Callable[[Config], None] | None = None,
+    on_config: Callable[[wire.Config], None] | None = None,
     hello_builder: Callable[[], Hello] = hello,
 ) -> StreamClient:
-    """The real agent stream client (pass-through gate: these are test frames)."""
+    """The real agent stream client (pass-through gate: these are test frames). It takes the
+    agent's plain types: pass events and frames through :func:`agent_event` /
+    :func:`agent_metrics`; ``hello_builder`` builds the server's model, converted here."""
     return StreamClient(
         server_url=server_url,
         token=token,
-        hello=hello_builder,
+        hello=lambda: agent_hello(hello_builder()),
         gate=lambda m: m,
         outbox=outbox if outbox is not None else Outbox(),
         on_config=on_config if on_config is not None else (lambda c: None),
@@ -254,3 +285,29 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0)
                 aiohttp.WSMsgType.ERROR,
             ):
                 return ws.close_code
+
+
+async def receive_message(ws: aiohttp.ClientWebSocketResponse) -> Ack | Config | Ping:
+    """The server's next message (bounded in time)."""
+    async with asyncio.timeout(5):
+        msg = await ws.receive()
+    assert msg.type is aiohttp.WSMsgType.TEXT, msg
+    return parse_server_message(msg.data)
+
+
+async def greet(ws: aiohttp.ClientWebSocketResponse, firing: Sequence[AlertEvent] = ()) -> None:
+    """Send a hello naming ``firing``; returns once the server handled it (a ping answered:
+    the server reads the next message only after the hello's work)."""
+    await ws.send_str(dumps(hello(firing=list(firing))))
+    await ws.send_str(dumps(Ping(ts=0.5)))
+    while await receive_message(ws) != Ping(ts=0.5, reply=True):
+        pass
+
+
+async def send_alert(ws: aiohttp.ClientWebSocketResponse, alert: AlertEvent) -> None:
+    """Send one alert event on a bare websocket; returns once the server acked it."""
+    await ws.send_str(dumps(Alert(event=alert)))
+    while True:
+        message = await receive_message(ws)
+        if isinstance(message, Ack) and alert.id in message.ids:
+            return

@@ -15,7 +15,16 @@ from server.api.live import downsample
 from server.keys import LIVE
 from tests.server.accounts_kit import Registered, create_node, register
 from tests.server.conftest import LiveServer
-from tests.server.streamkit import agent_client, event, eventually, hello, metrics_frame, running
+from tests.server.streamkit import (
+    agent_client,
+    agent_event,
+    agent_metrics,
+    event,
+    eventually,
+    hello,
+    metrics_frame,
+    running,
+)
 
 
 async def get(
@@ -34,12 +43,12 @@ async def stream_alerts(
     client = agent_client(str(server.url), token, outbox=outbox, hello_builder=lambda: hello(30))
     async with running(client):
         for e in events:
-            client.add_event(e)
+            client.add_event(agent_event(e))
         await eventually(lambda: client.connected and len(outbox) == 0)
         if frame is not None:
             live = server.app[LIVE]
             before = live.total_series
-            client.send_metrics(frame)
+            client.send_metrics(agent_metrics(frame))
             await eventually(lambda: live.total_series > before)
 
 
@@ -230,7 +239,7 @@ async def test_series_are_at_most_300_points(
     async with running(agent):
         await eventually(lambda: agent.connected)
         for _ in range(3):
-            agent.send_metrics(frame)
+            agent.send_metrics(agent_metrics(frame))
             await eventually(lambda: server.app[LIVE].total_series >= 600)
             server.clock.advance(1)
     status, body = await get(client, f"/api/v1/nodes/{node['node']['id']}/live", who)

@@ -1,7 +1,8 @@
 """The REAL agent process against the real server app on 127.0.0.1 (real clock, real store):
 its alert shows in GET /api/v1/alerts and its metrics in /live; the server is then stopped
 and restarted on the same port, and the agent reconnects and resends the event it raised
-while the server was away — once."""
+while the server was away — once — while the alert acked before the restart, still firing,
+is current again at once: its hello named it."""
 
 from __future__ import annotations
 
@@ -123,6 +124,11 @@ async def test_real_agent_end_to_end_across_a_server_restart(
                 session, alerts_url, who, lambda b: "load_present_again" in rules(b), timeout=60
             )
             assert rules(body).count("load_present_again") == 1
+            # Acked before the restart and still firing: the fresh server knows it from the
+            # hello, with its first start time, as one alert (not a new one).
+            (again,) = [a for a in body["alerts"] if a["rule"] == "load_present"]
+            assert again["started_at"] == alert["started_at"]
+            assert again["id"] == alert["id"]
             live = await poll(session, live_url, who, lambda b: b["node"]["connected"])
             ids = [e.id for e in srv.live.recent_events(node_id)]
             assert len(ids) == len(set(ids))

@@ -34,6 +34,8 @@ from tests.server.streamkit import (
     ConfigSink,
     ServerUnderTest,
     agent_client,
+    agent_event,
+    agent_metrics,
     closed_with,
     event,
     eventually,
@@ -104,7 +106,7 @@ async def test_metrics_land_in_live_state(srv: Srv, store: Store) -> None:
     client = agent_client(srv.url, token)
     async with running(client):
         await eventually(lambda: client.connected)
-        client.send_metrics(metrics_frame(1, cpu=33.0, peers="<5"))
+        client.send_metrics(agent_metrics(metrics_frame(1, cpu=33.0, peers="<5")))
         await eventually(lambda: bool(srv.live.latest(node_id)))
     latest = {m: v for m, _, v in srv.live.latest(node_id)}
     assert latest == {"cpu_usage_percent": 33.0, "vpn_active_peers": "<5", "iface_up": 1.0}
@@ -120,8 +122,8 @@ async def test_alert_is_acked_once_recorded(srv: Srv, store: Store) -> None:
     outbox = Outbox()
     client = agent_client(srv.url, token, outbox=outbox)
     async with running(client):
-        client.add_event(event(1))
-        client.add_event(event(2, fingerprint="00000000000000bb"))
+        client.add_event(agent_event(event(1)))
+        client.add_event(agent_event(event(2, fingerprint="00000000000000bb")))
         await eventually(lambda: len(outbox) == 0)
     assert {e.id for e in srv.live.current_alerts(node_id)} == {"evt-00000001", "evt-00000002"}
 
@@ -220,7 +222,7 @@ async def test_hostile_frames_close_the_socket_and_others_keep_going(
             else:
                 await ws.send_str(frame)
             assert await closed_with(ws) == code
-        good.send_metrics(metrics_frame(7, cpu=77.0))
+        good.send_metrics(agent_metrics(metrics_frame(7, cpu=77.0)))
         await eventually(lambda: ("cpu_usage_percent", {}, 77.0) in srv.live.latest(good_id))
         assert good.connected
     bad = srv.live.get(bad_id)
@@ -423,7 +425,7 @@ async def test_an_event_is_acked_only_once_submit_returned(srv: Srv, store: Stor
     outbox = Outbox()
     client = agent_client(srv.url, token, outbox=outbox)
     async with running(client):
-        client.add_event(event(1))
+        client.add_event(agent_event(event(1)))
         await eventually(lambda: client.connects >= 2 and len(outbox) == 0)
     assert not failures
     assert [e.id for e in srv.live.current_alerts(node_id)] == ["evt-00000001"]

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import ROUTE_MODULES
+from server.app import ROUTE_MODULES, create_app, own_the_collector
 from server.clock import FakeClock
 from server.config import ServerSettings
 from server.storage.store import Store
@@ -177,14 +178,22 @@ async def test_every_security_scheme_used_is_defined(client: aiohttp.ClientSessi
     assert used <= defined
 
 
-async def test_the_app_hands_the_garbage_collector_back_when_it_stops(
+async def test_a_process_running_the_app_alone_tunes_the_collector_and_gets_it_back(
     settings: ServerSettings, store: Store, clock: FakeClock
 ) -> None:
-    """Running, the app freezes start-up objects and spaces collections out; stopped, an
-    embedding process (these tests, a host of several apps) gets its own collector back."""
+    """``run`` and ``demo`` own their process: once started, the app freezes start-up objects
+    and spaces collections out; stopped, the process gets its collector back. A bare
+    ``create_app`` (many apps in one process, as here) leaves the collector alone."""
     gc.set_threshold(700, 10, 10)
     assert gc.get_freeze_count() == 0
     _live, runner = await start_server(settings, store, clock)
+    try:
+        assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_freeze_count() == 0
+    finally:
+        await runner.cleanup()
+    runner = web.AppRunner(own_the_collector(create_app(settings, store=store, clock=clock)))
+    await runner.setup()
     try:
         assert gc.get_threshold() == (50_000, 20, 100)
         assert gc.get_freeze_count() > 0

@@ -20,6 +20,8 @@ from server.storage.store import Store
 from tests.server.streamkit import (
     ServerUnderTest,
     agent_client,
+    agent_event,
+    agent_metrics,
     event,
     eventually,
     make_account,
@@ -55,10 +57,10 @@ async def stream_some(srv: ServerUnderTest[Any], token: str, *, events: int = 2)
     async with running(client):
         await eventually(lambda: client.connects >= 1)
         for n in range(1, events + 1):
-            client.add_event(event(n, fingerprint=f"{n:016x}"))
+            client.add_event(agent_event(event(n, fingerprint=f"{n:016x}")))
         await eventually(lambda: len(outbox) == 0, timeout=10)
         for seq in range(1, 4):
-            client.send_metrics(metrics_frame(seq))  # latest wins: let each go out
+            client.send_metrics(agent_metrics(metrics_frame(seq)))  # latest wins: let each go out
             await asyncio.sleep(0.1)
 
 

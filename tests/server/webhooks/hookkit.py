@@ -24,7 +24,13 @@ from server.clock import FakeClock
 from server.keys import WEBHOOKS
 from server.storage.store import Store
 from server.webhooks.dispatch import WebhookDispatch
-from tests.server.streamkit import ServerUnderTest, agent_client, eventually, running
+from tests.server.streamkit import (
+    ServerUnderTest,
+    agent_client,
+    agent_event,
+    eventually,
+    running,
+)
 
 FAST: dict[str, Any] = {
     "webhook_allow_networks": ["127.0.0.0/8"],
@@ -94,7 +100,7 @@ async def sending(
     client = agent_client(srv.url, token, outbox=outbox)
 
     async def send(event: AlertEvent) -> None:
-        client.add_event(event)
+        client.add_event(agent_event(event))
         await eventually(lambda: event.id not in outbox, timeout)
 
     async with running(client):

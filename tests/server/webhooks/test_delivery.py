@@ -17,6 +17,7 @@ from server.keys import STATS
 from server.storage.store import Store
 from tests.server.streamkit import (
     agent_client,
+    agent_event,
     event,
     eventually,
     make_account,
@@ -105,7 +106,7 @@ async def test_receiver_down_then_up_every_alert_arrives_exactly_once(
         events = [event(n, fingerprint=f"{n:016x}") for n in range(1, 6)]
         async with running(client):
             for e in events:
-                client.add_event(e)
+                client.add_event(agent_event(e))
             await asyncio.sleep(0.4)  # several attempts fail meanwhile
             assert len(outbox) == 5  # nothing is acked while its delivery is pending
             await rx.up()
@@ -250,7 +251,7 @@ async def test_a_resend_while_delivering_waits_for_the_same_delivery(
         outbox = Outbox()
         first = agent_client(srv.url, token, outbox=outbox)
         async with running(first):
-            first.add_event(event(1))
+            first.add_event(agent_event(event(1)))
             await rx.wait_for(lambda got: len(got) == 1)
         # The first connection ended before the ack; the resend waits for that delivery.
         assert "evt-00000001" in outbox
@@ -345,7 +346,7 @@ async def test_a_server_restart_mid_delivery_loses_nothing(store: Store, clock: 
         outbox = Outbox()
         client = agent_client(srv.url, token, outbox=outbox)
         async with running(client):
-            client.add_event(event(1))
+            client.add_event(agent_event(event(1)))
             await rx.wait_for(lambda got: len(got) >= 2)  # being retried
             await srv.restart()  # deliveries cancelled: the event is not acked
             assert "evt-00000001" in outbox
