@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile  # two workers: most tests wait on sockets and disks
 
 ## bench: full benchmarks (figures and ratios against a baseline measured in the same run)
 bench: $(STAMP)
