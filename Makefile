@@ -39,7 +39,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile  # two workers: most tests wait on sockets and disks
+	# Two workers (most tests wait on sockets and disks); the browser tests after, on their own.
+	$(BIN)/pytest -n 2 --dist loadfile --ignore=tests/dashboard
+	$(BIN)/pytest tests/dashboard
 
 ## bench: full benchmarks (figures and ratios against a baseline measured in the same run)
 bench: $(STAMP)
