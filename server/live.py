@@ -39,13 +39,15 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 from agent.protocol import AlertEvent, Hello, Metrics, MetricsFrame, SampleData
 from server.clock import Clock
+from server.shapes import FrameShape, ShapedFrame
 from server.storage.records import NodeRef
 
 NAN: Final = float("nan")
@@ -65,6 +67,16 @@ Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
 
 _NAN32: Final = struct.pack("f", NAN)
+
+
+def _in_order(node: NodeLive, shape: FrameShape) -> bool:
+    """Whether the node's layout is ``shape``'s series, in columns 0, 1, … in order."""
+    return (
+        len(node.layout) == len(shape.metrics)
+        and all(col == i for i, (_, col) in enumerate(node.layout))
+        and [metric for metric, _ in node.layout] == shape.metrics
+        and node.layout_labels == shape.labels
+    )
 
 
 def _put_big(cells: memoryview[float], index: int, value: float | str) -> None:
@@ -142,6 +154,7 @@ class NodeLive:
         "ref",
         "rules",
         "seen",
+        "shape",
         "step",
         "table",
         "width",
@@ -182,6 +195,9 @@ class NodeLive:
         """The last frame's series in order, as (metric, column), beside ``layout_labels``:
         their labels as sent (None when the sample had no ``l``); see :meth:`LiveState.metrics`."""
         self.layout_labels: list[dict[str, str] | None] = []
+        self.shape: FrameShape | None = None
+        """The frame shape whose series are this layout, in columns 0, 1, …: a frame read by
+        it is stored with one slice assignment (see :meth:`LiveState.metrics`)."""
         self.alerts: dict[str, AlertEvent] = {}
         self.recent: deque[AlertEvent] = deque(maxlen=MAX_RECENT_EVENTS)
         self.seen: OrderedDict[str, None] = OrderedDict()
@@ -308,18 +324,28 @@ class LiveState:
         node.latest_value = []
         node.layout = []
         node.layout_labels = []
+        node.shape = None
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def metrics(self, node: NodeLive, frame: MetricsFrame | Metrics) -> int:
+    def metrics(self, node: NodeLive, frame: MetricsFrame | ShapedFrame | Metrics) -> int:
         """Store one metrics frame; returns how many samples were kept (samples of series over
         the caps are dropped and counted in ``node.dropped_samples``). Ingest passes the
-        frame as :func:`agent.protocol.parse_agent_frame` returns it; a :class:`Metrics`
-        model is taken too.
+        frame as :meth:`server.shapes.FrameShape.read` or
+        :func:`agent.protocol.parse_agent_frame` returns it; a :class:`Metrics` model is
+        taken too.
 
         Agents send the same series in the same order every interval, so the node keeps the
         previous frame's layout (metric, labels, column) and a frame that matches it is stored
-        without building or hashing series keys; the first mismatch falls back to lookups."""
+        without building or hashing series keys; the first mismatch falls back to lookups.
+        A frame read by the shape the layout was made from (``node.shape``, the same object)
+        needs no comparison at all: its values go to columns 0… in one slice assignment."""
+        if type(frame) is ShapedFrame:
+            if frame.shape is node.shape:
+                return self._store_in_order(node, frame.values)
+            done = self.metrics(node, frame.as_frame())
+            node.shape = frame.shape if _in_order(node, frame.shape) else None
+            return done
         if isinstance(frame, Metrics):
             frame = MetricsFrame.of(frame)
         bucket = int(self.clock.monotonic() // node.step)
@@ -380,7 +406,23 @@ class LiveState:
                 _put_big(cells, row + col, value)
         # A frame with dropped samples never takes the fast path (a freed cap is noticed).
         node.layout, node.layout_labels = (layout, layout_labels) if complete else ([], [])
+        node.shape = None
         return len(placed)
+
+    def _store_in_order(self, node: NodeLive, values: list[float | str]) -> int:
+        """A frame whose samples are the layout's series, which sit in columns 0…n-1."""
+        bucket = int(self.clock.monotonic() // node.step)
+        if bucket != node.newest:
+            self._advance(node, bucket)
+        count = len(values)
+        row = (bucket % node.capacity) * node.width
+        node.latest_value[:count] = values
+        try:  # float32 as a C cast: beyond its range is ±inf, as _put_big stores
+            floats = array("f", cast("list[float]", values))
+        except TypeError:  # a coarsened "<k" (a str) among them: a gap in the ring
+            floats = array("f", [NAN if isinstance(v, str) else v for v in values])
+        node.cells[row : row + count] = floats
+        return count
 
     @staticmethod
     def _advance(node: NodeLive, bucket: int) -> None:

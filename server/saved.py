@@ -35,6 +35,7 @@ from agent.protocol import AlertEvent, MetricsFrame
 from server.clock import Clock
 from server.errors import Unavailable
 from server.plans import get_plan
+from server.shapes import ShapedFrame
 from server.stats import Stats
 from server.storage.monitoring import (
     AlertRow,
@@ -135,7 +136,7 @@ class SavedMonitoring:
         return consent.retention_days if consent else 0
 
     # -- what is saved -----------------------------------------------------------------------
-    def frame(self, node: NodeRef, frame: MetricsFrame) -> None:
+    def frame(self, node: NodeRef, frame: MetricsFrame | ShapedFrame) -> None:
         consent = self._consents.get(node.account_id)
         if consent is None or not consent.covers(node.id):
             return

@@ -28,6 +28,11 @@ class Stats:
         if help and name not in self._help:
             self._help[name] = help
 
+    def counter(self, name: str, help: str, **labels: str) -> Counter:
+        """One series of a counter, for a hot path: ``add`` is one dict update."""
+        self.inc(name, 0.0, help, **labels)
+        return Counter(self._counters[name], tuple(sorted(labels.items())))
+
     def value(self, name: str, **labels: str) -> float:
         return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
@@ -51,6 +56,21 @@ class Stats:
             lines.append(f"# TYPE {full} gauge")
             lines.append(f"{full} {float(read())!r}")
         return "\n".join(lines) + "\n"
+
+
+class Counter:
+    """A counter series bound once (see :meth:`Stats.counter`)."""
+
+    __slots__ = ("_key", "_series")
+
+    def __init__(
+        self, series: dict[tuple[tuple[str, str], ...], float], key: tuple[tuple[str, str], ...]
+    ):
+        self._series = series
+        self._key = key
+
+    def add(self, amount: float = 1.0) -> None:
+        self._series[self._key] += amount
 
 
 def _escape(value: str) -> str:

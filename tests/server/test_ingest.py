@@ -21,6 +21,7 @@ from agent.protocol import (
     AlertEvent,
     Config,
     Ping,
+    WireSample,
     dumps,
     parse_server_message,
 )
@@ -395,6 +396,39 @@ async def test_frames_and_refusals_are_counted(srv: Srv, store: Store) -> None:
     assert "oneconnect_server_agent_streams_open 0.0" in text
     assert STREAM_PATH  # the ◆ path the agent derives from server_url
     assert MAX_AGENT_FRAME_BYTES == 512 * 1024
+
+
+async def test_frames_read_by_their_shape_and_the_frames_it_leaves(srv: Srv, store: Store) -> None:
+    """Once a metrics frame passed, the next ones of the same series are read by its shape
+    (server/shapes.py): stored and counted like any frame; another series list goes the full
+    path and becomes the shape; a frame the models refuse still closes the stream."""
+    node_id, token = await node_token(store)
+    async with raw_ws(srv, token) as ws:
+        await ws.send_str(dumps(hello()))
+        for seq in range(1, 4):
+            await ws.send_str(dumps(metrics_frame(seq, cpu=float(seq), peers="<5")))
+        await ws.send_str(dumps(Ping(ts=1.0)))
+        await receive_json(ws)
+        node = srv.live.get(node_id)
+        assert node is not None
+        assert node.shape is not None  # frames 2 and 3 came by the shape
+        assert ("cpu_usage_percent", {}, 3.0) in srv.live.latest(node_id)
+        assert ("vpn_active_peers", {}, "<5") in srv.live.latest(node_id)
+        other = metrics_frame(4, cpu=4.0)
+        other.samples.append(WireSample(m="load1", v=0.5))
+        await ws.send_str(dumps(other))
+        await ws.send_str(
+            dumps(metrics_frame(5, cpu=5.0).model_copy(update={"samples": other.samples}))
+        )
+        await ws.send_str(dumps(Ping(ts=2.0)))
+        await receive_json(ws)
+        assert ("load1", {}, 0.5) in srv.live.latest(node_id)
+        refused = dumps(metrics_frame(6)).replace('"v":12.5', f'"v":"{HOSTILE_MARK}"')
+        assert f'"v":"{HOSTILE_MARK}"' in refused
+        await ws.send_str(refused)
+        assert await closed_with(ws) == aiohttp.WSCloseCode.POLICY_VIOLATION
+    assert srv.app is not None
+    assert srv.app[STATS].value("agent_frames", type="metrics") == 5  # the refused one is not
 
 
 async def test_drop_node_closes_its_stream_and_forgets_it(srv: Srv, store: Store) -> None:
