@@ -16,7 +16,9 @@ simulated agent sends a hello (interval 1 s), then:
   The target counts every load ping.
 
 Frames are written from pre-encoded sample lists (checked, byte for byte, against the models'
-JSON at start), so the bench's own CPU goes to sockets, not to encoding.
+JSON at start), so the bench's own CPU goes to sockets, not to encoding; and the bench's own
+garbage collector is frozen and off while it measures (with 5,000 sockets its pauses reached
+0.4 s and counted as server latency).
 
 Prints frames/s sent and frames/s the server counted (``agent_frames_total{type="metrics"}``
 from GET /metrics), ping round trip p50/p99, the server's CPU (% of one core, utime+stime from
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -66,6 +69,7 @@ PING_EVERY_FRAMES = 10
 PING_TIMEOUT = 10.0
 TARGET_P99_MS = 100.0
 FIRST_FRAMES_TIMEOUT = 120.0
+LAG_TICK = 0.01
 TARGET_RSS_MIB = 1024.0
 LABEL_VALUES = {
     "interface": "eth0",
@@ -389,6 +393,28 @@ async def run_load(
         next_at += 1.0
 
 
+async def loop_lag(until: float, lags: list[float]) -> None:
+    """The bench's own event-loop delay until ``until``: a round trip the bench reads late is
+    late by this much whatever the server did."""
+    loop = asyncio.get_running_loop()
+    while (start := loop.time()) < until:
+        await asyncio.sleep(LAG_TICK)
+        lags.append(loop.time() - start - LAG_TICK)
+
+
+def python_speed_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop: this machine's speed now (runs on different
+    days, or a busy host, compare through it)."""
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
 async def send_first(agent: Agent, at: float, pool: FramePool, seq: int, tally: Tally) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, at - loop.time()))
@@ -460,6 +486,9 @@ async def measure(agents_n: int, idle_s: float, load_s: float) -> dict[str, Any]
             pool = FramePool(samples)
             result["samples_per_frame"] = len(samples[0])
             result["frame_bytes"] = len(pool.metrics(1, time.time()))
+            gc.collect()
+            gc.freeze()
+            gc.disable()
             result["first_frames_seconds"] = await first_frames(http, agents, pool, tally)
             loop = asyncio.get_running_loop()
             now = loop.time()
@@ -474,7 +503,8 @@ async def measure(agents_n: int, idle_s: float, load_s: float) -> dict[str, Any]
             result["idle_rss_mib"] = status_mib(pid, "VmRSS")
             result["idle_peak_rss_mib"] = status_mib(pid, "VmHWM")
             f0 = await server_frames(http)
-            await asyncio.sleep(max(0.0, plan["load_end"] - loop.time()))
+            lags: list[float] = []
+            await loop_lag(plan["load_end"], lags)
             c2, w2 = cpu_seconds(pid), loop.time()
             m2, b2 = machine_busy_seconds(), cpu_seconds(os.getpid())
             result["load_rss_mib"] = status_mib(pid, "VmRSS")
@@ -492,12 +522,15 @@ async def measure(agents_n: int, idle_s: float, load_s: float) -> dict[str, Any]
             result["bench_cpu_percent"] = 100 * (b2 - b1) / (w2 - w1)
             busy = 100 * (m2 - m1) / (w2 - w1)
             result["machine_cores"] = os.cpu_count()
+            result["bench_lag_p99_ms"] = 1000 * percentile(lags, 0.99)
             result["machine_busy_percent"] = busy
             result["others_cpu_percent"] = (
                 busy - result["load_cpu_percent"] - result["bench_cpu_percent"]
             )
             result["measured_load_seconds"] = round(w2 - w1, 2)
         finally:
+            gc.enable()
+            gc.unfreeze()
             tally.closed_early = sum(a.closed_by_server for a in agents)
             await asyncio.gather(*(a.ws.close() for a in agents), return_exceptions=True)
             for a in agents:
@@ -544,6 +577,7 @@ def main() -> int:
     idle = 3.0 if args.quick else 10.0
     if not 1 <= agents <= MAX_AGENTS or not 1 <= seconds <= 600:
         parser.error(f"--agents must be 1..{MAX_AGENTS} and --seconds 1..600")
+    speed = python_speed_ms()
     try:
         fd_limit = raise_fd_limit(agents)
         r = asyncio.run(measure(agents, idle, seconds))
@@ -551,6 +585,7 @@ def main() -> int:
         print(f"bench.ingest: {exc}", file=sys.stderr)
         return 1
     r["fd_limit"] = fd_limit
+    r["python_loop_ms"] = speed
     tick_percent = 100 / TICK / idle
     r["cpu_ratio_vs_idle"] = r["load_cpu_percent"] / max(r["idle_cpu_percent"], tick_percent)
     r["rss_ratio_vs_idle"] = r["load_rss_mib"] / r["idle_rss_mib"]
@@ -577,6 +612,10 @@ def main() -> int:
         f"p99 {r['load_ping_p99_ms']:.1f} ms | max {r['load_ping_max_ms']:.1f} ms "
         f"({r['load_pings']} pings) | idle p50 {r['idle_ping_p50_ms']:.1f} ms "
         f"({r['idle_pings']}) | target p99 < {TARGET_P99_MS:g} ms"
+    )
+    print(
+        f"  bench              its own loop lag p99 {r['bench_lag_p99_ms']:.1f} ms over the load "
+        f"(in every round trip) | 10^6-step Python loop {r['python_loop_ms']:.0f} ms (speed)"
     )
     print(
         f"  first frames       {agents} in {r['first_frames_seconds']:.1f} s (sent within 1 s; "

@@ -119,7 +119,7 @@ class FrameShape:
         samples = frame.samples
         if [s.m for s in samples] != self.metrics or [s.l for s in samples] != self._as_read:
             return None
-        values = [s.v for s in samples]
+        values: list[float | str] = [s.v for s in samples]
         kinds = set(map(type, values))
         if kinds != _ONLY_FLOATS:
             if not kinds <= _FLOATS_AND_TEXT:
