@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -212,6 +213,8 @@ class Tally:
     frames_sent: int = 0
     idle_pings: list[float] = field(default_factory=list)
     load_pings: list[float] = field(default_factory=list)
+    slow_ping_seconds: list[int] = field(default_factory=list)
+    """For each load ping over the target: the second of the load window it was sent in."""
     lost_pings: int = 0
     send_errors: int = 0
     closed_early: int = 0
@@ -382,11 +385,14 @@ async def run_load(
         seq += 1
         frame = pool.metrics(seq, time.time())
         if seq % PING_EVERY_FRAMES == 0:
+            sent = loop.time()
             took = await agent.round_trip(frame)
             if took is None:
                 tally.lost_pings += 1
             else:
                 tally.load_pings.append(took)
+                if took * 1000 >= TARGET_P99_MS:
+                    tally.slow_ping_seconds.append(int(sent - start))
         else:
             await agent.ws.send_str(frame)
         tally.frames_sent += 1
@@ -558,6 +564,9 @@ async def measure(agents_n: int, idle_s: float, load_s: float) -> dict[str, Any]
         load_ping_p50_ms=1000 * percentile(tally.load_pings, 0.5),
         load_ping_p99_ms=1000 * percentile(tally.load_pings, 0.99),
         load_ping_max_ms=1000 * max(tally.load_pings, default=float("nan")),
+        load_ping_p90_ms=1000 * percentile(tally.load_pings, 0.90),
+        load_ping_p999_ms=1000 * percentile(tally.load_pings, 0.999),
+        slow_pings_by_second=dict(sorted(collections.Counter(tally.slow_ping_seconds).items())),
     )
     result["server_log_warnings"] = sum(
         1 for line in log_tail.splitlines() if "WARNING" in line or "ERROR" in line
@@ -612,6 +621,12 @@ def main() -> int:
         f"p99 {r['load_ping_p99_ms']:.1f} ms | max {r['load_ping_max_ms']:.1f} ms "
         f"({r['load_pings']} pings) | idle p50 {r['idle_ping_p50_ms']:.1f} ms "
         f"({r['idle_pings']}) | target p99 < {TARGET_P99_MS:g} ms"
+    )
+    slow = r["slow_pings_by_second"]
+    print(
+        f"  slow pings         {sum(slow.values())} at ≥ {TARGET_P99_MS:g} ms, sent in second(s) "
+        f"{', '.join(f'{k} ({v})' for k, v in slow.items()) or '-'} of the load | p90 "
+        f"{r['load_ping_p90_ms']:.1f} ms | p99.9 {r['load_ping_p999_ms']:.1f} ms"
     )
     print(
         f"  bench              its own loop lag p99 {r['bench_lag_p99_ms']:.1f} ms over the load "
