@@ -214,6 +214,7 @@ async def change_webhook(request: web.Request) -> web.Response:
         raise _missing()
     sink = request.app[WEBHOOKS]
     sink.invalidate(principal.account_id)
+    sink.engine.update(endpoint)  # retries under way go to the endpoint as it is now
     if not endpoint.enabled:
         sink.engine.stop(endpoint.id, "endpoint disabled by the developer")
     elif "url" in values or (body.enabled and not current.enabled):
@@ -250,6 +251,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     if endpoint is None:
         raise _missing()
     request.app[WEBHOOKS].invalidate(principal.account_id)
+    request.app[WEBHOOKS].engine.update(endpoint)  # retries are signed with the new secret
     return web.json_response(
         {"webhook": endpoint_json(request, endpoint), "secret": secret}, status=201
     )

@@ -97,10 +97,15 @@ export function nodeView(ctx, nodeId) {
   let timer = 0;
   let alertsTimer = 0;
   let seq = 0;
+  // Set once the user picks a mode: the start-up below, which may finish later, keeps it.
+  let modeChosen = false;
 
   for (const [key, label] of [["live", "Live · 15 min"], ["history", "History"]]) {
     const btn = h("button", { type: "button", "aria-pressed": String(key === state.mode), dataset: { mode: key } }, label);
-    btn.addEventListener("click", () => setMode(key));
+    btn.addEventListener("click", () => {
+      modeChosen = true;
+      setMode(key);
+    });
     modeTabs.append(btn);
   }
   for (const [key, label] of RANGES) {
@@ -349,9 +354,11 @@ export function nodeView(ctx, nodeId) {
       document.title = `${body.node.name} · OneConnect Alert`;
       renderStatus();
       loadAlerts();
-      const history = ctx.query.get("view") === "history";
-      if (history) loadStatus();
-      setMode(history ? "history" : "live");
+      if (!modeChosen) {
+        const history = ctx.query.get("view") === "history";
+        if (history) loadStatus();
+        setMode(history ? "history" : "live");
+      }
     } catch (err) {
       if (!alive) return;
       replace(

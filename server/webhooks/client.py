@@ -29,7 +29,8 @@ Choices:
   messages, which quote the whole URL — and never holds the request body or headers.
 - **Fast**: one session and connection pool (keep-alive) for the client's life, created on
   first use inside the running loop; DNS answers are cached by the connector (only checked
-  ones ever are); per request there is a URL parse, the checks and a capped read.
+  ones ever are), and so is each URL that passed :func:`check_url` (parsed, with its verdict;
+  a refusal is never cached); per request there is the capped read.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ _READ_CHUNK: Final = 64 * 1024
 _DNS_TTL: Final = 10
 """Seconds a checked DNS answer is reused (aiohttp's default)."""
 _CAUSE_DEPTH: Final = 8
+_CHECKED_URLS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,8 @@ class WebhookClient:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: SafeResolver | None = None
         self._closed = False
+        self._checked: dict[str, URL] = {}
+        """URLs check_url accepted (a pure function of the URL and ``allow``), parsed."""
 
     async def __aenter__(self) -> WebhookClient:
         return self
@@ -167,10 +171,15 @@ class WebhookClient:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Attempt:
         """POST ``body`` to ``url`` once; every outcome for the target is an :class:`Attempt`."""
         started = time.perf_counter()
-        try:
-            target = check_url(url, self._allow)
-        except UnsafeTarget as exc:
-            return self._failed(started, *_refused(exc))
+        target = self._checked.get(url)
+        if target is None:
+            try:
+                target = check_url(url, self._allow)
+            except UnsafeTarget as exc:
+                return self._failed(started, *_refused(exc))
+            if len(self._checked) >= _CHECKED_URLS:
+                self._checked.clear()
+            self._checked[url] = target
         session = self._session or self._open()
         try:
             response = await session.post(target, data=body, headers=headers, allow_redirects=False)

@@ -8,7 +8,10 @@ Webhooks: the same ``webhook-id`` on every attempt, a new ``webhook-timestamp``)
 the one SSRF-safe client, and judged by the one decision function (``retry.decide``). A retry
 sleeps *without* holding one of the endpoint's ``concurrency`` slots, so a receiver being
 retried never blocks the deliveries behind it from their first try. ``after`` orders deliveries
-of one alert (its firing before its resolved) on one endpoint.
+of one alert (its firing before its resolved) on one endpoint. Each attempt goes to the newest
+version of its endpoint the engine knows (``update``, and every ``deliver``): a retry after the
+developer changed the URL, format or routing key, or rotated the secret, is sent, rendered and
+signed as the endpoint is now, not as it was when the delivery started.
 
 Per endpoint, in memory only (persisted only with saved monitoring, issue 5): the pending
 count (past ``queue_limit`` a delivery ends final at once), the last ``LAST_ATTEMPTS`` attempts
@@ -32,11 +35,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from server.clock import Clock
-from server.stats import Stats
+from server.stats import Counter, Stats
 from server.storage.webhooks import WebhookEndpoint
 from server.webhooks.client import Attempt, WebhookClient
 from server.webhooks.formats import Notice, render
@@ -46,6 +49,8 @@ from server.webhooks.signing import sign_headers
 log = logging.getLogger("oneconnect.server.webhooks")
 
 LAST_ATTEMPTS: Final = 20
+_ATTEMPTS_HELP: Final = "Webhook delivery attempts, by format and outcome"
+_DELIVERIES_HELP: Final = "Webhook deliveries ended, by outcome"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,8 @@ class _EndpointState:
     last_success_at: float | None = None
     stopped: str | None = None
     """Set when the endpoint was disabled or deleted: pending deliveries end with this."""
+    endpoint: WebhookEndpoint | None = None
+    """The newest version of the endpoint seen (by ``updated_at``): what attempts go to."""
     attempts: deque[AttemptLog] = field(default_factory=lambda: deque(maxlen=LAST_ATTEMPTS))
 
 
@@ -120,6 +127,7 @@ class DeliveryEngine:
         self._wall = wall
         self._states: dict[str, _EndpointState] = {}
         self._tasks: set[asyncio.Task[Outcome]] = set()
+        self._counters: dict[tuple[str, ...], Counter] = {}
         self.on_attempt: list[Callable[[WebhookEndpoint, AttemptLog], None]] = []
         """Called with every attempt made (saved monitoring records them for opted-in accounts)."""
         stats.gauge(
@@ -171,6 +179,13 @@ class DeliveryEngine:
             state.failing_since = None
             state.consecutive_failures = 0
 
+    def update(self, endpoint: WebhookEndpoint) -> None:
+        """A newer version of an endpoint (the API changed it or rotated its secret): the
+        attempts still to come of deliveries already under way use it."""
+        state = self._states.get(endpoint.id)
+        if state is not None:
+            _keep_newest(state, endpoint)
+
     def forget(self, endpoint_id: str) -> None:
         self.stop(endpoint_id, "endpoint deleted")
         state = self._states.get(endpoint_id)
@@ -188,6 +203,7 @@ class DeliveryEngine:
     ) -> asyncio.Task[Outcome]:
         """Start one delivery (see the module docstring); must run inside the event loop."""
         state = self._state(endpoint.id)
+        _keep_newest(state, endpoint)
         state.pending += 1
         task = asyncio.get_running_loop().create_task(
             self._run(endpoint, state, notice, msg_id, after)
@@ -209,14 +225,19 @@ class DeliveryEngine:
                 return self._ended(endpoint, "dropped", 0, "too many pending deliveries")
             if after is not None and not after.done():
                 await asyncio.wait([after])
-            try:
-                body = render(endpoint.format, notice)  # type: ignore[arg-type]
-            except ValueError as exc:
-                return self._ended(endpoint, "final", 0, f"cannot render: {exc}")
             number = 0
+            body = b""
+            rendered_for: WebhookEndpoint | None = None
             while True:
                 if state.stopped is not None:
                     return self._ended(endpoint, "final", number, state.stopped)
+                current = state.endpoint or endpoint
+                if rendered_for is None or _renders_apart(rendered_for, current):
+                    try:
+                        body = _render(current, notice)
+                    except ValueError as exc:
+                        return self._ended(current, "final", number, f"cannot render: {exc}")
+                rendered_for = endpoint = current
                 number += 1
                 _, decision = await self._attempt(endpoint, state, body, msg_id, number)
                 if decision.action == "retry":
@@ -263,7 +284,8 @@ class DeliveryEngine:
     ) -> tuple[Attempt, Decision]:
         """One attempt, no retries (``POST /webhooks/{id}/test``); recorded like any other."""
         state = self._state(endpoint.id)
-        body = render(endpoint.format, notice)  # type: ignore[arg-type]
+        _keep_newest(state, endpoint)
+        body = _render(endpoint, notice)
         attempt, decision = await self._attempt(endpoint, state, body, msg_id, 1)
         if decision.action == "disable":
             await self._switch_off(endpoint, state, decision.reason)
@@ -279,12 +301,7 @@ class DeliveryEngine:
         decision: Decision,
         now: float,
     ) -> None:
-        self.stats.inc(
-            "webhook_attempts",
-            help="Webhook delivery attempts, by format and outcome",
-            format=endpoint.format,
-            outcome=decision.action,
-        )
+        self._count("webhook_attempts", endpoint.format, decision.action)
         if decision.action == "delivered":
             state.failing_since = None
             state.consecutive_failures = 0
@@ -316,12 +333,25 @@ class DeliveryEngine:
     def _ended(
         self, endpoint: WebhookEndpoint, outcome: str, attempts: int, reason: str
     ) -> Outcome:
-        self.stats.inc(
-            "webhook_deliveries", help="Webhook deliveries ended, by outcome", outcome=outcome
-        )
+        self._count("webhook_deliveries", outcome)
         if outcome != "delivered":
             log.info("webhook delivery to endpoint %s ended %s: %s", endpoint.id, outcome, reason)
         return Outcome(outcome == "delivered", attempts, reason)
+
+    def _count(self, name: str, *labels: str) -> None:
+        """``webhook_attempts{format, outcome}`` or ``webhook_deliveries{outcome}`` += 1 (each
+        series bound once: this runs on every attempt)."""
+        key = (name, *labels)
+        counter = self._counters.get(key)
+        if counter is None:
+            if name == "webhook_attempts":
+                counter = self.stats.counter(
+                    name, _ATTEMPTS_HELP, format=labels[0], outcome=labels[1]
+                )
+            else:
+                counter = self.stats.counter(name, _DELIVERIES_HELP, outcome=labels[0])
+            self._counters[key] = counter
+        counter.add()
 
     async def close(self) -> None:
         """Cancel every delivery still running (shutdown); their events stay unacked."""
@@ -331,3 +361,21 @@ class DeliveryEngine:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.client.close()
+
+
+def _keep_newest(state: _EndpointState, endpoint: WebhookEndpoint) -> None:
+    known = state.endpoint
+    if known is None or endpoint.updated_at >= known.updated_at:
+        state.endpoint = endpoint
+
+
+def _renders_apart(a: WebhookEndpoint, b: WebhookEndpoint) -> bool:
+    """Whether a body rendered for ``a`` differs from one for ``b``."""
+    return (a.format, a.name, a.routing_key) != (b.format, b.name, b.routing_key)
+
+
+def _render(endpoint: WebhookEndpoint, notice: Notice) -> bytes:
+    """The body for this version of the endpoint (its format, name and routing key)."""
+    if (notice.endpoint_name, notice.routing_key) != (endpoint.name, endpoint.routing_key):
+        notice = replace(notice, endpoint_name=endpoint.name, routing_key=endpoint.routing_key)
+    return render(endpoint.format, notice)  # type: ignore[arg-type]

