@@ -20,7 +20,10 @@ store merges it with the rest after a restart). The buffer is bounded (``MAX_PEN
 points); past it points are dropped and counted, never blocking ingest.
 
 ``run`` is the background job: flushes, and every ``PURGE_SECONDS`` the retention purge and the
-end of expired legal holds.
+end of expired legal holds; at its first purge and every ``RECLASS_CHECK_SECONDS`` after, it
+first re-classes the rows of a plan change whose reclass never ran (a crash in between, or
+storage down then). That check probes every node's rows, so it runs far less often than the
+purge.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ log = logging.getLogger("oneconnect.server.saved")
 
 FLUSH_SECONDS: Final = 1.0
 PURGE_SECONDS: Final = 600.0
+RECLASS_CHECK_SECONDS: Final = 6 * 3600.0
 MAX_PENDING: Final = 2_000_000
 """Buffered points at most (~40 s of a 1,000-node, 50-series fleet at 1 s)."""
 DAY: Final = 86_400.0
@@ -79,6 +83,7 @@ class SavedMonitoring:
         self._attempts: list[AttemptRow] = []
         self._rollups = RollupAccumulator()
         self._flushing = asyncio.Lock()
+        self._next_reclass_check = -float("inf")
         stats.gauge(
             "saved_pending_points",
             "Points of opted-in accounts waiting to be written",
@@ -97,8 +102,9 @@ class SavedMonitoring:
         self._consents = loaded
 
     async def consent_changed(self, account_id: str) -> None:
-        """The account's consent or plan changed: read it again. Opting out takes effect
-        here at once: what is buffered for the account is dropped, not written."""
+        """The account's consent or plan changed: read it again. Opting out (or narrowing
+        the nodes) takes effect here at once: what is buffered for the nodes no longer
+        covered — points, open rollup buckets, alerts, attempts — is dropped, not written."""
         consents = await self.store.consents()
         consent = None
         if account_id in consents:
@@ -108,6 +114,7 @@ class SavedMonitoring:
         else:
             self._consents[account_id] = consent
         self._points = [p for p in self._points if self._keeps(p.account_id, p.node_id)]
+        self._rollups.discard(self._keeps)
         self._alerts = [a for a in self._alerts if self._keeps(a.account_id, a.node_id)]
         self._attempts = [a for a in self._attempts if a.account_id in self._consents]
 
@@ -228,9 +235,16 @@ class SavedMonitoring:
             return written
 
     async def purge(self) -> dict[str, int]:
-        """The retention purge and the end of expired legal holds, now."""
+        """The retention purge and the end of expired legal holds, now; first, when that check
+        is due, the accounts whose saved rows outlived a plan change are re-classed
+        (``reclassed``: how many)."""
         now = self.clock.time()
+        reclassed = 0
+        if self.clock.monotonic() >= self._next_reclass_check:
+            reclassed = await self.store.reclass_stale(now)
+            self._next_reclass_check = self.clock.monotonic() + RECLASS_CHECK_SECONDS
         counts = await self.store.purge(now)
+        counts["reclassed"] = reclassed
         await self.store.expire_holds(now)
         return counts
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
 
@@ -114,6 +114,15 @@ class RollupAccumulator:
     def __len__(self) -> int:
         """Open buckets (series × resolution; an hour counts once its first minute closed)."""
         return sum(map(len, self._minute.values())) + sum(map(len, self._hour.values()))
+
+    def discard(self, keeps: Callable[[str, str], bool]) -> None:
+        """Forget, in every open minute and hour bucket, the series whose (account id, node
+        id) ``keeps`` refuses (an opt-out: they must never be written, not after a later
+        opt-in either). In place: the minute bucket ``add`` holds at hand stays live."""
+        for buckets in (self._minute, self._hour):
+            for series in buckets.values():
+                for key in [k for k in series if not keeps(k[0], k[1])]:
+                    del series[key]
 
     def add(self, point: Point, retention_days: int) -> None:
         ts = point.ts

@@ -21,7 +21,8 @@ land in a stale retention class (:meth:`MonitoringStore.reclass` moves the older
 Labels too long to index (``MAX_LABEL_CHARS`` / ``MAX_LABEL_BYTES``) are dropped too.
 
 Reads: ``history(node_id, metric, start, end, step)`` (:mod:`server.storage.series`).
-Retention: ``purge(now)``, ``reclass(account_id, retention_days, now)``. PostgreSQL
+Retention: ``purge(now)``, ``reclass(account_id, retention_days, now)`` and
+``reclass_stale(now)`` (the purge job's self-healing check). PostgreSQL
 partitions: :mod:`server.storage.partitions`, made here before a write needs them (and a day
 ahead), in transactions of their own.
 """
@@ -33,11 +34,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Final
 
-from sqlalchemy import Integer, Table, delete, func, literal_column, select, update
+from sqlalchemy import Integer, Table, delete, exists, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from server.errors import Unavailable
+from server.plans import PLANS
 from server.storage.alert_log import AlertLogStore, dialect_insert
 from server.storage.base import shielded
 from server.storage.bulk import (
@@ -66,6 +68,7 @@ from server.storage.monitored import (
 )
 from server.storage.partitions import DAY, Partitions
 from server.storage.schema import (
+    accounts,
     alert_history,
     delivery_attempts,
     delivery_queue,
@@ -363,6 +366,51 @@ class MonitoringStore(AlertLogStore):
             changed += await self._reclass_rollups(conn, node_ids, retention_days)
             changed += await self._reexpire_alert_log(conn, account_id, retention_days, now)
         return changed
+
+    @shielded
+    async def reclass_stale(self, now: float) -> int:
+        """The purge job's self-healing check: :meth:`reclass` every account that holds rows
+        kept longer than its plan keeps, as when the reclass after a plan change never ran:
+        points or rollups of a longer retention class, attempts expiring over a day later than
+        their time plus the plan's retention, alert history expiring over a day later than
+        ``now`` plus it (an alert's ``ts`` is the agent's clock, its expiry the server's). Only
+        plans shorter than the longest are looked at, by index probes per node and endpoint
+        (on PostgreSQL in the longer classes' partitions only). Returns how many accounts it
+        re-classed."""
+        longest = max(plan.retention_days for plan in PLANS.values())
+        stale: list[tuple[str, int]] = []
+        async with self._tx() as conn:
+            for plan in PLANS.values():
+                days = plan.retention_days
+                if days >= longest:
+                    continue
+                slack = (days + 1) * DAY
+                mine = nodes.c.account_id == accounts.c.id
+                kept_longer = [
+                    exists().where(
+                        mine, table.c.node_id == nodes.c.id, table.c.retention_days > days
+                    )
+                    for table in (metric_points, metric_rollups)
+                ]
+                a, d = alert_history, delivery_attempts
+                kept_longer.append(
+                    exists().where(mine, a.c.node_id == nodes.c.id, a.c.expires_at > now + slack)
+                )
+                kept_longer.append(
+                    exists().where(
+                        webhook_endpoints.c.account_id == accounts.c.id,
+                        d.c.endpoint_id == webhook_endpoints.c.id,
+                        d.c.expires_at > d.c.at + slack,
+                    )
+                )
+                rows = await conn.execute(
+                    select(accounts.c.id).where(accounts.c.plan == plan.name, or_(*kept_longer))
+                )
+                stale += [(row.id, days) for row in rows]
+        for account_id, days in stale:
+            log.warning("saved rows of an account outlived its plan change: re-classing them")
+            await self.reclass(account_id, days, now)
+        return len(stale)
 
     async def _make_reclass_partitions(self, node_ids: Any, days: int, cutoff: float) -> None:
         """The target partitions of a reclass: the days of the rows that will move."""

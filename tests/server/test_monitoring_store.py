@@ -36,6 +36,7 @@ from server.storage.monitoring import (
 from server.storage.schema import (
     MONITORED_TABLES,
     accounts,
+    delivery_attempts,
     metadata,
     metric_points,
     metric_rollups,
@@ -720,6 +721,57 @@ async def test_upgrade_reclass_extends_retention(store: Store) -> None:
 
 
 # -- cascades ---------------------------------------------------------------------------------
+async def test_reclass_stale_heals_a_plan_change_whose_reclass_never_ran(store: Store) -> None:
+    """The purge job's self-healing check: accounts on a shorter plan than their rows were
+    stamped for are re-classed (once); rows stamped right are left alone."""
+    downgraded = await seed_account(store, plan="business")  # 90 days
+    attempts_only = await seed_account(store, plan="business")
+    business = await seed_account(store, plan="business")
+    pro = await seed_account(store, plan="pro")  # stamped right, an agent clock a year behind
+    for who in (downgraded, attempts_only, business, pro):
+        await consent(store, who.id)
+    node = downgraded.node_ids[0]
+    old, recent = T0 - 60 * DAY, T0 - DAY
+    await store.write_points(
+        points(downgraded, node, old, 2) + points(downgraded, node, recent, 3), {downgraded.id: 90}
+    )
+    await store.write_alerts(
+        [AlertRow.of(downgraded.id, node, event(1, recent), recent + 90 * DAY)]
+    )
+    await store.write_attempts(
+        [dataclasses.replace(attempt(attempts_only, 1, recent), expires_at=recent + 90 * DAY)]
+    )
+    await store.write_points(points(business, business.node_ids[0], old, 2), {business.id: 90})
+    await store.write_points(points(pro, pro.node_ids[0], recent, 2), {pro.id: 30})
+    late = event(2, T0 - 365 * DAY)
+    await store.write_alerts([AlertRow.of(pro.id, pro.node_ids[0], late, T0 + 30 * DAY)])
+    await store.write_attempts([attempt(pro, 1, recent)])  # expires at + 30 days
+    for who in (downgraded, attempts_only):
+        await store.update_account(who.id, plan="pro")  # and no reclass ran after it
+
+    assert await store.reclass_stale(T0) == 2
+    assert await store.reclass_stale(T0) == 0  # healed
+    async with store.engine.connect() as conn:
+        got = await conn.execute(
+            select(metric_points.c.node_id, metric_points.c.ts, metric_points.c.retention_days)
+        )
+        by_node: dict[str, list[tuple[float, int]]] = {}
+        for row in got:
+            by_node.setdefault(row.node_id, []).append((row.ts, row.retention_days))
+        rows = await conn.execute(
+            select(delivery_attempts.c.endpoint_id, delivery_attempts.c.expires_at)
+        )
+        expiry = {row.endpoint_id: row.expires_at for row in rows}
+    assert sorted(by_node[node]) == [(recent + i, 30) for i in range(3)]
+    assert sorted(by_node[business.node_ids[0]]) == [(old + i, 90) for i in range(2)]
+    assert sorted(by_node[pro.node_ids[0]]) == [(recent + i, 30) for i in range(2)]
+    alerts = await store.alert_history([node], 0, T0 + DAY)
+    assert [a["id"] for a in alerts] == ["evt-00000001"]
+    assert expiry[attempts_only.endpoint_ids[0]] == recent + 30 * DAY
+    assert expiry[pro.endpoint_ids[0]] == recent + 30 * DAY
+    assert len(await store.alert_history([pro.node_ids[0]], 0, T0 + DAY)) == 1  # untouched
+
+
 async def test_deleting_a_node_or_the_account_removes_its_monitored_rows(store: Store) -> None:
     who = await seed_account(store, plan="pro", nodes=2)
     gone, kept = who.node_ids
