@@ -347,7 +347,7 @@ function statusLink(url) {
 }
 
 function dataSection(ctx) {
-  const exportLink = h("a", { class: "btn", href: "/api/v1/account/export", download: "oneconnect-alert-export.json" }, "Download my data (JSON)");
+  const exportLink = h("a", { class: "btn", href: "/api/v1/account/export", download: "oneconnect-export.json" }, "Download my data (JSON)");
   const request = h("button", { type: "button", class: "btn btn-danger" }, "Delete my account…");
   request.addEventListener("click", async () => {
     const confirmEmail = h("input", { type: "email", required: true, autocomplete: "off" });
