@@ -18,8 +18,11 @@ nodes and a saved-monitoring consent, then:
 * history: 30 days of minute rollups for one series (43,200 rows, written with
   ``write_rollups``), then ``history(node, metric, now - 30 d, now, 60)`` — 43,200 buckets
   aggregated in SQL — repeated; prints its latency beside the raw driver fetching the same
-  rows by the index, interleaved, and once more after ``gc.freeze()`` (the result's ~86,000
-  objects make the cyclic GC walk the heap; a server can freeze its start-up heap).
+  rows by the index, interleaved (both with this process's default collector), and once
+  more as the server runs it: inside ``server.app.tuned_collector`` (the heap frozen, young
+  collections far apart), which ``oneconnect-server run`` enters after start-up. The result's
+  ~86,000 objects make a default collector walk the whole heap — here all this bench built
+  — so the target is judged on the server's figure.
 * purge: the retention job with nothing due, i.e. the cost of looking (SQLite scans the
   tables, PostgreSQL lists partitions).
 
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -55,6 +57,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
 from agent.metrics import METRICS
+from server.app import tuned_collector
 from server.security import new_id, secret_digest
 from server.storage.migrate import migrate
 from server.storage.monitoring import Point, Rollup, RollupAccumulator, series_labels
@@ -300,24 +303,22 @@ async def history(
     for _ in range(repeats):  # interleaved: both see the same machine
         ours.append(await timed(lambda: store.history(node_id, metric, start, END, 60)))
         base.append(await timed(lambda: raw.fetch(node_id, metric, start, END)))
-    # The 43,200 rows are 86,000 objects the cyclic GC walks, with the whole heap on a full
-    # collection. A server can take its start-up heap out of that with gc.freeze(): measured
-    # too, as the figure a tuned server would see.
-    gc.collect()
-    gc.freeze()
-    try:
-        frozen = [
+    # The 43,200 rows are 86,000 objects the cyclic GC walks, with the whole heap (here: all
+    # this bench built) on a full collection. The server runs with its start-up heap frozen
+    # and young collections far apart (server.app.tuned_collector): measured that way too,
+    # and that is the figure the target is judged on.
+    with tuned_collector():
+        tuned = [
             await timed(lambda: store.history(node_id, metric, start, END, 60))
             for _ in range(repeats)
         ]
-    finally:
-        gc.unfreeze()
     return {
         "buckets": got,
         "source": found.source,
         "store_ms_p50": 1000 * statistics.median(ours),
         "store_ms_max": 1000 * max(ours),
-        "store_frozen_ms_p50": 1000 * statistics.median(frozen),
+        "store_server_gc_ms_p50": 1000 * statistics.median(tuned),
+        "store_server_gc_ms_max": 1000 * max(tuned),
         "raw_ms_p50": 1000 * statistics.median(base),
         "ratio": statistics.median(ours) / statistics.median(base),
     }
@@ -390,18 +391,22 @@ def report(name: str, r: dict[str, Any], seconds: int) -> bool:
     )
     target = f" | target < {TARGET_HISTORY_MS:g} ms" if name == "postgresql" else ""
     print(
-        f"    30-day history   {h['buckets']:,} buckets from {h['source']} rollups: p50 "
-        f"{h['store_ms_p50']:.1f} ms, max {h['store_ms_max']:.1f} ms | raw fetch p50 "
-        f"{h['raw_ms_p50']:.1f} ms | ratio {h['ratio']:.2f}{target}"
+        f"    30-day history   {h['buckets']:,} buckets from {h['source']} rollups, as the "
+        f"server runs it (collector tuned): p50 {h['store_server_gc_ms_p50']:.1f} ms, max "
+        f"{h['store_server_gc_ms_max']:.1f} ms{target}"
     )
-    print(f"                     after gc.freeze(): p50 {h['store_frozen_ms_p50']:.1f} ms")
+    print(
+        f"                     with this process's default collector: p50 "
+        f"{h['store_ms_p50']:.1f} ms, max {h['store_ms_max']:.1f} ms | raw fetch p50 "
+        f"{h['raw_ms_p50']:.1f} ms | ratio {h['ratio']:.2f} (both default collector)"
+    )
     print(
         f"    purge            {r['purge_nothing_due_ms']:.0f} ms with nothing due "
         f"({'a scan of the tables' if name == 'sqlite' else 'partitions listed, none dropped'})"
     )
     met = bool(i["ratio"] >= TARGET_RATIO)
     if name == "postgresql":
-        met = met and h["store_ms_p50"] < TARGET_HISTORY_MS
+        met = met and h["store_server_gc_ms_p50"] < TARGET_HISTORY_MS
     return met
 
 

@@ -10,8 +10,9 @@ metric, resolution, labels, bucket, …) — except when the step is the rollups
 each (aligned) rollup is then its own bucket, so the rollups are read as they are, in index
 order, with no grouping and no sort; the bucket's start is computed here, and the rare bucket
 held in two retention classes (between a plan change and its reclass) is merged here. On
-PostgreSQL the rows are read through asyncpg itself: SQLAlchemy's row handling about doubles
-the time of a 43,200-bucket month (SQLite's through aiosqlite likewise).
+PostgreSQL the rows are read through asyncpg itself, as one row per series with an array per
+column: SQLAlchemy's row handling about doubles the time of a 43,200-bucket month, and arrays
+take a third off asyncpg's rows (SQLite's are read through aiosqlite, as rows).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ async def read_history(
     source = source_of(step)
     pg = conn.dialect.name == "postgresql"
     query, one_by_one = history_query(node_id, metric, start, end, step, source, pg=pg)
+    if pg:
+        found = await _fetch(conn, _as_arrays(query))
+        return History(source, step, [_from_arrays(row[0], row[1:], one_by_one) for row in found])
     rows = await _fetch(conn, query)
     series: list[SeriesHistory] = []
     for labels, group in itertools.groupby(rows, key=itemgetter(0)):
@@ -136,6 +140,30 @@ def history_query(
         .order_by(inner.c.labels, inner.c.k)
     )
     return grouped, False
+
+
+def _as_arrays(query: Select[Any]) -> Select[Any]:
+    """PostgreSQL: one row per series — its labels and one array per column, in the query's
+    order (``array_agg`` over a sorted subquery keeps its order; checked on arrival, see
+    :func:`_from_arrays`). asyncpg decodes an array in one C loop: a 43,200-bucket month
+    comes in about a third faster than as rows."""
+    inner = query.subquery()
+    labels, *values = inner.c
+    return select(labels, *(func.array_agg(c) for c in values)).group_by(labels).order_by(labels)
+
+
+def _from_arrays(labels: str, columns: Sequence[list[Any]], one_by_one: bool) -> SeriesHistory:
+    """One series from :func:`_as_arrays`' columns (bucket starts, avgs, mins, maxes[,
+    counts])."""
+    starts = columns[0]
+    ordered = starts == sorted(starts)
+    if ordered and not (one_by_one and len(set(starts)) < len(starts)):
+        return SeriesHistory(parse_labels(labels), list(zip(*columns[:4], strict=True)))
+    # Out of order (a plan that did not keep the subquery's order) or a bucket held in two
+    # retention classes: rows again, sorted by bucket start (stable), merged.
+    rows = sorted(zip(itertools.repeat(labels), *columns, strict=False), key=itemgetter(1))
+    points = _merged(rows) if one_by_one else [r[1:5] for r in rows]
+    return SeriesHistory(parse_labels(labels), points)
 
 
 def _double(value: float) -> Any:

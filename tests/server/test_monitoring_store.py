@@ -896,3 +896,19 @@ async def test_writes_are_idempotent_for_updates_of_the_consent_nodes(store: Sto
     assert (
         await store.write_points(points(who, a, T0, 1) + points(who, b, T0, 1), {who.id: 30}) == 1
     )
+
+
+def test_history_arrays_out_of_order_or_doubled_are_sorted_and_merged() -> None:
+    """PostgreSQL's per-series arrays: in order and one per bucket they are zipped; out of
+    order (a plan that dropped the subquery's order) or with a bucket in two retention
+    classes they are sorted and merged as rows would be."""
+    from server.storage.series import _from_arrays
+
+    ordered = _from_arrays("", [[60.0, 120.0], [1.0, 3.0], [0.5, 3.0], [2.0, 3.0], [1, 1]], True)
+    assert ordered.points == [(60.0, 1.0, 0.5, 2.0), (120.0, 3.0, 3.0, 3.0)]
+    columns = [[120.0, 60.0, 60.0], [3.0, 1.0, 2.0], [3.0, 1.0, 0.5], [3.0, 1.0, 4.0], [1, 1, 3]]
+    merged = _from_arrays('{"if":"tun0"}', columns, True)
+    assert merged.labels == {"if": "tun0"}
+    assert merged.points == [(60.0, (1.0 * 1 + 2.0 * 3) / 4, 0.5, 4.0), (120.0, 3.0, 3.0, 3.0)]
+    grouped = _from_arrays("", [[120.0, 60.0], [3.0, 1.0], [3.0, 1.0], [3.0, 1.0]], False)
+    assert grouped.points == [(60.0, 1.0, 1.0, 1.0), (120.0, 3.0, 3.0, 3.0)]
