@@ -64,6 +64,179 @@ UNLABELLED_SCRIPT = """() => {
 }"""
 
 
+# WCAG 2.x contrast (1.4.3) of every piece of visible text: the element's own text nodes (and
+# the value / placeholder shown by a form control), its colour composited over the effective
+# background. The background is found by walking up the ancestors to the page: each one's
+# background-color, the colour stops of a gradient background-image (each stop is a possible
+# background, the worst one counts), and opacity groups (an ancestor with opacity < 1 fades
+# its whole subtree, text and backgrounds, over what is behind it). Hidden text (no boxes,
+# visibility, opacity 0, 1 px screen-reader-only boxes) and text in <canvas>/<svg> is not
+# seen, so it is skipped; disabled controls (and their labels) are exempt, as WCAG says.
+# Large text (>= 24 px, or >= 18.66 px and bold) needs 3:1, other text 4.5:1.
+LOW_CONTRAST_SCRIPT = """() => {
+  const TYPED = "textarea, input:not([type=checkbox], [type=radio], [type=hidden], "
+    + "[type=range], [type=color])";
+  const SKIP = new Set(["SCRIPT", "STYLE", "NOSCRIPT", "TEMPLATE", "OPTION", "OPTGROUP", "TITLE"]);
+  const N = String.raw`([\\d.]+)`;
+  const RGB = new RegExp(String.raw`^rgba?\\(${N},\\s*${N},\\s*${N}(?:,\\s*${N})?\\)$`);
+  const SRGB = new RegExp(String.raw`^color\\(srgb ${N} ${N} ${N}(?: \\/ ${N})?\\)$`);
+  const parse = (text) => {
+    const m = RGB.exec(text.trim());
+    if (m) return [+m[1], +m[2], +m[3], m[4] === undefined ? 1 : +m[4]];
+    const c = SRGB.exec(text.trim());
+    if (c) return [c[1] * 255, c[2] * 255, c[3] * 255, c[4] === undefined ? 1 : +c[4]];
+    return null;
+  };
+  const stops = (image) =>
+    image && image !== "none"
+      ? (image.match(/rgba?\\([^)]*\\)|color\\(srgb[^)]*\\)/g) || []).map(parse).filter(Boolean)
+      : [];
+  const over = (top, below) => {  // source-over; `below` is opaque
+    const a = top[3];
+    return [0, 1, 2].map((i) => top[i] * a + below[i] * (1 - a)).concat(1);
+  };
+  const mix = (a, b, t) => [0, 1, 2].map((i) => a[i] * t + b[i] * (1 - t)).concat(1);
+  const lum = (c) => {
+    const [r, g, b] = c.slice(0, 3).map((v) => {
+      const s = v / 255;
+      return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const ratio = (a, b) => {
+    const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+    return (x + 0.05) / (y + 0.05);
+  };
+  const byte = (v) => Math.round(v).toString(16).padStart(2, "0");
+  const hex = (c) => "#" + c.slice(0, 3).map(byte).join("");
+  const describe = (el) => {
+    const parts = [];
+    for (let e = el; e && e !== document.body && parts.length < 4; e = e.parentElement) {
+      let part = e.tagName.toLowerCase();
+      if (e.id) part += "#" + e.id;
+      for (const c of e.classList) part += "." + c;
+      for (const a of ["data-status", "data-severity", "data-state", "data-result", "data-level"]) {
+        if (e.hasAttribute(a)) part += `[${a}=${e.getAttribute(a)}]`;
+      }
+      parts.unshift(part);
+    }
+    return parts.join(" > ");
+  };
+  const page = () => {  // the canvas: the root's background, else the body's, else the UA's
+    for (const e of [document.documentElement, document.body]) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) return over(c, [255, 255, 255, 1]);
+    }
+    const dark = getComputedStyle(document.documentElement).colorScheme.includes("dark");
+    return dark ? [18, 18, 18, 1] : [255, 255, 255, 1];
+  };
+  const exempt = (el) => {
+    if (el.closest(":disabled, [aria-disabled=true]")) return true;
+    const label = el.closest("label");
+    return Boolean(label && label.control && label.control.disabled);
+  };
+  const shown = (el) => {
+    const style = getComputedStyle(el);
+    if (style.visibility !== "visible" || el.closest("canvas, svg")) return false;
+    const box = el.getBoundingClientRect();
+    if (el.getClientRects().length === 0 || box.width <= 1 || box.height <= 1) return false;
+    for (let e = el; e; e = e.parentElement) {
+      if (parseFloat(getComputedStyle(e).opacity) === 0) return false;
+    }
+    return true;
+  };
+  // Every background the text may sit on, each with the (text, background) pixel pair.
+  const pixels = (el, fg) => {
+    const chain = [];
+    for (let e = el; e; e = e.parentElement) chain.unshift(e);
+    // A candidate: the backdrop at the start of each open opacity group, and the current one.
+    let candidates = [{ groups: [], now: page() }];
+    for (const e of chain) {
+      const style = getComputedStyle(e);
+      const opacity = parseFloat(style.opacity);
+      if (opacity < 1) {
+        candidates = candidates.map((c) => ({
+          groups: [...c.groups, [opacity, c.now]], now: c.now,
+        }));
+      }
+      const canvas = e === document.documentElement || e === document.body;  // page()
+      const colour = (!canvas && parse(style.backgroundColor)) || [0, 0, 0, 0];
+      const layers = canvas ? [] : stops(style.backgroundImage);
+      const options = layers.length ? layers.map((s) => [colour, s]) : [[colour]];
+      const next = new Map();
+      for (const c of candidates) {
+        for (const option of options) {
+          const now = option.reduce((below, top) => over(top, below), c.now);
+          const key = hex(now) + c.groups.map((g) => hex(g[1])).join("");
+          if (!next.has(key)) next.set(key, { groups: c.groups, now });
+        }
+      }
+      candidates = [...next.values()].slice(0, 32);
+    }
+    return candidates.map((c) => {
+      let text = over(fg, c.now);
+      let back = c.now;
+      for (const [opacity, behind] of [...c.groups].reverse()) {
+        text = mix(text, behind, opacity);
+        back = mix(back, behind, opacity);
+      }
+      return [text, back];
+    });
+  };
+  const check = (el, text, colour, style) => {
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && parseInt(style.fontWeight, 10) >= 700);
+    const needed = large ? 3 : 4.5;
+    const fg = parse(colour);
+    const where = describe(el);
+    const excerpt = text.replace(/\\s+/g, " ").trim().slice(0, 60);
+    if (!fg) return { where, text: excerpt, ratio: null, needed, fg: colour, bg: "?" };
+    let worst = null;
+    for (const [t, b] of pixels(el, fg)) {
+      const r = ratio(t, b);
+      if (!worst || r < worst.r) worst = { r, t, b };
+    }
+    if (worst.r >= needed) return null;
+    return {
+      where, text: excerpt, ratio: Math.round(worst.r * 100) / 100, needed,
+      fg: hex(worst.t), bg: hex(worst.b), size: `${size}px/${style.fontWeight}`,
+    };
+  };
+  const found = [];
+  const seen = new Set();
+  const add = (offender) => {
+    if (!offender) return;
+    const key = `${offender.where}|${offender.fg}|${offender.bg}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    found.push(offender);
+  };
+  for (const el of document.body.querySelectorAll("*")) {
+    if (SKIP.has(el.tagName) || !shown(el) || exempt(el)) continue;
+    const style = getComputedStyle(el);
+    if (el.matches(TYPED)) {
+      if (el.value) add(check(el, el.value, style.color, style));
+      else if (el.placeholder) {
+        add(check(el, el.placeholder, getComputedStyle(el, "::placeholder").color, style));
+      }
+      continue;
+    }
+    if (el.tagName === "SELECT") {
+      const option = el.selectedOptions[0];
+      const text = option ? option.textContent : "";
+      if (text.trim()) add(check(el, text, style.color, style));
+      continue;
+    }
+    const own = [...el.childNodes]
+      .filter((n) => n.nodeType === Node.TEXT_NODE)
+      .map((n) => n.textContent)
+      .join("");
+    if (own.trim()) add(check(el, own, style.color, style));
+  }
+  return found;
+}"""
+
+
 @asynccontextmanager
 async def launched(executable: Path) -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
@@ -132,6 +305,12 @@ class Watched:
     async def unlabelled(self) -> list[str]:
         """Form controls and buttons on the page that have no accessible name."""
         found: list[str] = await self.page.evaluate(UNLABELLED_SCRIPT)
+        return found
+
+    async def low_contrast(self) -> list[dict[str, Any]]:
+        """Visible text below the WCAG AA contrast ratio on its effective background (4.5:1, or
+        3:1 for large text): ``{where, text, ratio, needed, fg, bg, size}`` per offender."""
+        found: list[dict[str, Any]] = await self.page.evaluate(LOW_CONTRAST_SCRIPT)
         return found
 
     async def shot(self, folder: Path, name: str, *, full_page: bool = False) -> Path:
