@@ -906,7 +906,13 @@ def test_history_arrays_out_of_order_or_doubled_are_sorted_and_merged() -> None:
 
     ordered = _from_arrays("", [[60.0, 120.0], [1.0, 3.0], [0.5, 3.0], [2.0, 3.0], [1, 1]], True)
     assert ordered.points == [(60.0, 1.0, 0.5, 2.0), (120.0, 3.0, 3.0, 3.0)]
-    columns = [[120.0, 60.0, 60.0], [3.0, 1.0, 2.0], [3.0, 1.0, 0.5], [3.0, 1.0, 4.0], [1, 1, 3]]
+    columns: list[list[Any]] = [
+        [120.0, 60.0, 60.0],
+        [3.0, 1.0, 2.0],
+        [3.0, 1.0, 0.5],
+        [3.0, 1.0, 4.0],
+        [1, 1, 3],
+    ]
     merged = _from_arrays('{"if":"tun0"}', columns, True)
     assert merged.labels == {"if": "tun0"}
     assert merged.points == [(60.0, (1.0 * 1 + 2.0 * 3) / 4, 0.5, 4.0), (120.0, 3.0, 3.0, 3.0)]
