@@ -301,7 +301,9 @@ class DeliveryEngine:
         decision: Decision,
         now: float,
     ) -> None:
-        self._count("webhook_attempts", endpoint.format, decision.action)
+        self._count(
+            "webhook_attempts", _ATTEMPTS_HELP, format=endpoint.format, outcome=decision.action
+        )
         if decision.action == "delivered":
             state.failing_since = None
             state.consecutive_failures = 0
@@ -333,24 +335,18 @@ class DeliveryEngine:
     def _ended(
         self, endpoint: WebhookEndpoint, outcome: str, attempts: int, reason: str
     ) -> Outcome:
-        self._count("webhook_deliveries", outcome)
+        self._count("webhook_deliveries", _DELIVERIES_HELP, outcome=outcome)
         if outcome != "delivered":
             log.info("webhook delivery to endpoint %s ended %s: %s", endpoint.id, outcome, reason)
         return Outcome(outcome == "delivered", attempts, reason)
 
-    def _count(self, name: str, *labels: str) -> None:
-        """``webhook_attempts{format, outcome}`` or ``webhook_deliveries{outcome}`` += 1 (each
-        series bound once: this runs on every attempt)."""
-        key = (name, *labels)
+    def _count(self, name: str, help: str, **labels: str) -> None:
+        """The counter ``name{labels}`` += 1, each series bound once (this runs on every
+        attempt)."""
+        key = (name, *labels.values())
         counter = self._counters.get(key)
         if counter is None:
-            if name == "webhook_attempts":
-                counter = self.stats.counter(
-                    name, _ATTEMPTS_HELP, format=labels[0], outcome=labels[1]
-                )
-            else:
-                counter = self.stats.counter(name, _DELIVERIES_HELP, outcome=labels[0])
-            self._counters[key] = counter
+            counter = self._counters[key] = self.stats.counter(name, help, **labels)
         counter.add()
 
     async def close(self) -> None:
